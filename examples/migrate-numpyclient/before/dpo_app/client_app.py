@@ -1,0 +1,36 @@
+"""ClientApp (legacy NumPyClient): local DPO on the LoRA adapter."""
+
+from flwr.app import Context
+from flwr.client import NumPyClient
+from flwr.clientapp import ClientApp
+
+from fedsafe_plugin import TrainSettings, build_tiny_lora_model, get_adapter_ndarrays, set_adapter_ndarrays
+from fedsafe_plugin.demo_data import node_records
+from fedsafe_plugin.training.data import encode_pairs
+from fedsafe_plugin.training.local import train_dpo
+
+
+class DPOClient(NumPyClient):
+    """Trains the adapter on this node's preference pairs."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.model, self.tokenizer = build_tiny_lora_model()
+
+    def get_parameters(self, config):
+        return get_adapter_ndarrays(self.model)
+
+    def fit(self, parameters, config):
+        set_adapter_ndarrays(self.model, parameters)
+        records = node_records(self.context.node_config)
+        settings = TrainSettings(steps=int(self.context.run_config["local-steps"]))
+        metrics = train_dpo(self.model, encode_pairs(self.tokenizer, records), settings, self.tokenizer.pad_token_id)
+        return self.get_parameters(config), len(records), metrics
+
+
+def client_fn(context: Context):
+    """One client per node."""
+    return DPOClient(context).to_client()
+
+
+app = ClientApp(client_fn=client_fn)

@@ -1,0 +1,1 @@
+"""quickstart-feddetox: a Flower app fine-tuning LoRA adapters with DPO, made safe by fedsafe."""

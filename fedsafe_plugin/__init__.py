@@ -1,0 +1,44 @@
+"""fedsafe-plugin: FedDetox for Flower apps that align small language models on private data.
+
+Server: wrap your strategy with `FedDetox` (Message API) or `FedDetoxLegacy` (NumPyClient apps).
+Client: `@app.train(mods=fedsafe_mods())` + `FedSafeSession`, or `FedDetoxClientMixin`.
+Settings: `fedsafe.*` keys in `[tool.flwr.app.config]` (see `FedSafeConfig`).
+"""
+
+from fedsafe_plugin.client.mixin import FedDetoxClientMixin
+from fedsafe_plugin.client.mods import fedsafe_mod, fedsafe_mods
+from fedsafe_plugin.client.session import FedSafeSession
+from fedsafe_plugin.config import ConfigError, FedSafeConfig
+from fedsafe_plugin.strategies.feddetox import FedDetox
+from fedsafe_plugin.strategies.legacy import FedDetoxLegacy
+from fedsafe_plugin.training.local import TrainSettings
+from fedsafe_plugin.training.lora import (
+    add_lora,
+    get_adapter_arrays,
+    get_adapter_ndarrays,
+    set_adapter_arrays,
+    set_adapter_ndarrays,
+)
+from fedsafe_plugin.training.scoring import preference_accuracy
+from fedsafe_plugin.training.tiny import build_tiny_lora_model, build_tiny_model, build_tiny_tokenizer
+
+__all__ = [
+    "ConfigError",
+    "FedDetox",
+    "FedDetoxClientMixin",
+    "FedDetoxLegacy",
+    "FedSafeConfig",
+    "FedSafeSession",
+    "TrainSettings",
+    "add_lora",
+    "build_tiny_lora_model",
+    "build_tiny_model",
+    "build_tiny_tokenizer",
+    "fedsafe_mod",
+    "fedsafe_mods",
+    "get_adapter_arrays",
+    "get_adapter_ndarrays",
+    "preference_accuracy",
+    "set_adapter_arrays",
+    "set_adapter_ndarrays",
+]

@@ -1,0 +1,35 @@
+"""`fedsafe` command line: each capability registers its own subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Modules exposing `register(subparsers)`; heavy imports stay inside their handlers so
+# `fedsafe --help` is instant.
+_COMMAND_MODULES = [
+    "fedsafe_plugin.sanitize.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full `fedsafe` parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="fedsafe",
+        description="FedDetox for Flower: sanitization, DP LoRA training, secure aggregation.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `fedsafe` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Locate the public safety data folder (`../shared/data`) for benchmarks and tests.
+
+The package never needs it at run time: it is only read where a user or a test points at it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+ENV_VAR = "FEDSAFE_SHARED_DATA"
+
+
+def find_shared_data(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """Return the data folder: `explicit`, $FEDSAFE_SHARED_DATA, or ../shared/data beside the repo."""
+    candidates = [explicit, os.environ.get(ENV_VAR)]
+    repo = Path(__file__).resolve().parent.parent
+    candidates += [repo.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+    for c in candidates:
+        if c and (Path(c) / "normalized").is_dir():
+            return Path(c)
+    return None
+
+
+def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[dict]:
+    """Yield one dict per non-empty line; a bad line raises ValueError naming the line number."""
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object")
+            yield row
+
+
+def load_normalized(name: str, data_dir: str | os.PathLike[str] | None = None) -> list[dict]:
+    """Rows of `normalized/<name>.jsonl` from the shared data folder (FileNotFoundError if absent)."""
+    root = find_shared_data(data_dir)
+    if root is None:
+        raise FileNotFoundError(
+            f"shared safety data not found; pass a folder or set ${ENV_VAR} to one holding normalized/"
+        )
+    return list(iter_jsonl(root / "normalized" / f"{name}.jsonl"))
