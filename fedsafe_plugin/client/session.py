@@ -64,7 +64,8 @@ class FedSafeSession:
 
         key = _fingerprint({"records": list(records), "settings": cfg.__dict__})
         cached = self.state.config_records.get(SANITIZE_STATE_KEY)
-        if cached is not None and cached["fingerprint"] == key:
+        hit = cached is not None and cached["fingerprint"] == key
+        if hit:
             clean, audit = json.loads(str(cached["records"])), json.loads(str(cached["audit"]))
         else:
             from fedsafe_plugin.sanitize import Sanitizer
@@ -75,6 +76,7 @@ class FedSafeSession:
                 {"fingerprint": key, "records": json.dumps(clean), "audit": json.dumps(audit)}
             )
         self.metrics.update({f"fedsafe.sanitize.{k}": float(v) for k, v in audit.items()})
+        self.metrics["fedsafe.sanitize.cached"] = float(hit)
         return clean
 
     def train_dpo(self, model: Any, pairs: Sequence[Any], settings: Any, pad_id: int) -> dict[str, float]:
