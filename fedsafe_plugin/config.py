@@ -86,8 +86,8 @@ class PrivacyConfig:
     )
     accountant: str = _opt("prv", "Opacus accountant.", choices=("prv", "rdp"))
     rounds: int = _opt(10, "Rounds this client expects to join (the plan).", check=_positive, rule="> 0")
-    local_steps: int = _opt(10, "DP-SGD steps per round (the plan).", check=_positive, rule="> 0")
-    batch_size: int = _opt(8, "Expected Poisson batch size; sample rate = batch-size / records.", check=_positive, rule="> 0")
+    local_steps: int = _opt(10, "DP-SGD steps per round (the plan; the DP path runs exactly this many).", check=_positive, rule="> 0")
+    batch_size: int = _opt(8, "Expected Poisson batch size; sample rate q = 1/ceil(records / batch-size).", check=_positive, rule="> 0")
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,9 @@ class ClientDPConfig:
     noise_multiplier: float = _opt(1.0, "Noise multiplier of the client-level Gaussian mechanism.", check=_non_negative, rule=">= 0")
     clipping_norm: float = _opt(1.0, "Clipping norm of each client's update.", check=_positive, rule="> 0")
     num_sampled_clients: int = _opt(0, "Clients sampled per round (required by Flower's wrapper when mode != none).", check=_non_negative, rule=">= 0")
+    accounting: bool = _opt(False, "Report client-level epsilon with Flower's RdpAccountant (needs FedAvg, equal weights, all sampled clients replying).")
+    delta: float = _opt(1e-5, "Delta of the client-level epsilon that Flower's accountant reports.", check=_open_unit, rule="in (0, 1)")
+    max_epsilon: float | None = _opt(None, "Stop the run before a round would pass this client-level epsilon; 'auto' = no cap.", check=_positive, rule="> 0", auto=True)
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,20 @@ def test_client_errors_are_dropped_not_fatal():
     msgs = list(strategy.configure_train(1, to_array_record(GLOBAL), ConfigRecord(), StaticGrid([7, 8])))
     replies = [train_reply(msgs[0], _upd(0.1), {"num-examples": 1}), Message(Error(code=2, reason="boom"), reply_to=msgs[1])]
     arrays, _ = strategy.aggregate_train(1, replies)
-    assert arrays is not None and strategy.history[1].dropped == {8: "client error: boom"}
+    failed = msgs[1].metadata.dst_node_id  # FedAvg samples nodes in random order
+    assert arrays is not None and strategy.history[1].dropped == {failed: "client error: boom"}
+
+
+def test_secure_aggregation_refuses_incompatible_client_dp():
+    from fedsafe_plugin import ConfigError
+
+    both = {"fedsafe.secagg.mode": "secagg+", "fedsafe.client-dp.mode": "server", "fedsafe.client-dp.num-sampled-clients": 2}
+    with pytest.raises(ConfigError, match="fedsafe.client-dp.mode"):
+        FedDetox(FedAvg(), FedSafeConfig.from_run_config(both))
+    with pytest.raises(ValueError, match="Krum"):
+        from flwr.serverapp.strategy import Krum
+
+        FedDetox(Krum(), FedSafeConfig.from_run_config({"fedsafe.secagg.mode": "secagg+"}))
 
 
 def test_wraps_server_side_optimisers():

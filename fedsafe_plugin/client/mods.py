@@ -62,5 +62,16 @@ def fedsafe_mod(msg: Any, context: Any, call_next: Callable[[Any, Any], Any]) ->
 
 
 def fedsafe_mods() -> list[Mod]:
-    """The train mods in order (outermost first)."""
-    return [fedsafe_mod]
+    """The train mods, outermost first: on the way back fedsafe_mod checks the reply, then
+    client-level DP clips it (when configured), then secure aggregation masks it (when configured)."""
+    from fedsafe_plugin.privacy.client_dp import client_dp_mod
+    from fedsafe_plugin.privacy.secagg.client_mod import secagg_mod
+
+    return [secagg_mod, client_dp_mod, fedsafe_mod]
+
+
+def fedsafe_evaluate_mods() -> list[Mod]:
+    """The evaluate mods: in `ckks` mode the global adapter arrives encrypted and is decrypted here."""
+    from fedsafe_plugin.privacy.secagg.client_mod import secagg_mod
+
+    return [secagg_mod]

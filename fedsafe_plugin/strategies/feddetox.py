@@ -18,7 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedsafe_plugin.config import FedSafeConfig
+from fedsafe_plugin.config import ConfigError, FedSafeConfig
 from fedsafe_plugin.client.session import is_exhausted
 from fedsafe_plugin.strategies.summary import RoundSummary
 from fedsafe_plugin.validation import as_ndarrays, find_problem
@@ -40,7 +40,12 @@ class FedDetox(Strategy):
         self.arrayrecord_key = arrayrecord_key
         self.weighted_by_key = weighted_by_key
         self._secure = None
-        if self.config.secagg.mode != "none":
+        secagg, client_dp = self.config.secagg.mode, self.config.client_dp.mode
+        if secagg != "none" and client_dp == "server":
+            raise ConfigError("fedsafe.client-dp.mode: 'server' clips each client's update, which secure aggregation hides; use 'client'")
+        if secagg == "ckks" and client_dp != "none":
+            raise ConfigError("fedsafe.client-dp.mode: the server cannot add noise to a CKKS-encrypted aggregate; use 'none'")
+        if secagg != "none":
             from fedsafe_plugin.privacy.secagg import check_inner_strategy, make_server_aggregator
 
             check_inner_strategy(strategy)

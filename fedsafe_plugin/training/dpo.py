@@ -19,7 +19,7 @@ def sequence_logps(model: Any, input_ids: Any, loss_mask: Any, average: bool = F
     logits = model(input_ids=input_ids).logits[:, :-1]
     targets = input_ids[:, 1:]
     mask = loss_mask[:, 1:]
-    token_logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    token_logps = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     total = (token_logps * mask).sum(-1)
     return total / mask.sum(-1).clamp(min=1) if average else total
 

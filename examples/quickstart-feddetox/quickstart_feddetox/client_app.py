@@ -3,7 +3,7 @@
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedsafe_plugin import FedSafeSession, fedsafe_mods, get_adapter_arrays, preference_accuracy, set_adapter_arrays
+from fedsafe_plugin import FedSafeSession, fedsafe_evaluate_mods, fedsafe_mods, get_adapter_arrays, preference_accuracy, set_adapter_arrays
 from fedsafe_plugin.training.data import encode_pairs
 from quickstart_feddetox.task import load_local_pairs, load_model, train_settings
 
@@ -23,7 +23,7 @@ def train(msg: Message, context: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
-@app.evaluate()
+@app.evaluate(mods=fedsafe_evaluate_mods())
 def evaluate(msg: Message, context: Context) -> Message:
     """How often the global adapter prefers the chosen answer of this node's raw pairs."""
     model, tokenizer = load_model()

@@ -1,0 +1,194 @@
+"""CKKS (TenSEAL) aggregation: key files, encrypted ArrayRecords, ciphertext-only addition.
+
+Parameters: N = 8192, coefficient moduli [50, 60] (110 bits <= 218, the 128-bit HE-standard bound
+for N = 8192), scale 2^25. Addition needs no multiplicative depth, so one data prime (50 bits)
+is left at send time; 60 bits is the key-switching prime. A ciphertext then holds 4096 values in
+2 x 8192 coefficients that serialize to about 7.2x fp32 (NVFlare's [60, 40, 40]: 14.4x).
+Capacity: |sum of n_k * w| < 2^(50-25-1) = 2^24; absolute error about 2^-11 per coordinate of
+the weighted sum (measured 5e-4 for 10 clients), i.e. about 5e-4/N on the mean.
+
+Key files are a fedsafe container (magic line, JSON header with a random key id, TenSEAL bytes)
+so a client or server holding a different or stale context fails with a clear error instead of
+decrypting garbage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord
+
+from fedsafe_plugin.privacy.secagg.primitives import SecAggError
+from fedsafe_plugin.privacy.secagg.wire import flat_keys, flatten, unflatten
+
+POLY_MODULUS = 8192
+COEFF_BITS = (50, 60)
+SCALE_BITS = 25
+NVFLARE_PARAMS = {"poly": 8192, "coeff": (60, 40, 40), "scale_bits": 40}
+SECRET_FILE, PUBLIC_FILE = "secret.ctx", "public.ctx"
+HEADER, DATA = "fedsafe.ckks.header", "fedsafe.ckks.data"
+_MAGIC = b"FEDSAFE-CKKS-1\n"
+
+
+class CKKSKeyError(SecAggError):
+    """A CKKS context is missing, of the wrong kind (public vs secret) or from another key set."""
+
+
+class CKKSKeys:
+    """A loaded TenSEAL context with its key id and parameters."""
+
+    def __init__(self, context: Any, header: dict[str, Any]) -> None:
+        self.context = context
+        self.key_id: str = header["key-id"]
+        self.slots: int = int(header["poly"]) // 2
+        self.capacity: float = 2.0 ** (int(header["coeff"][0]) - int(header["scale_bits"]) - 1)
+
+    @property
+    def is_secret(self) -> bool:
+        """True when this context can decrypt."""
+        return bool(self.context.is_private())
+
+
+def generate(poly: int = POLY_MODULUS, coeff: tuple[int, ...] = COEFF_BITS, scale_bits: int = SCALE_BITS) -> tuple[bytes, bytes]:
+    """A new key set as (secret file bytes, public file bytes), sharing one random key id."""
+    import tenseal as ts
+
+    context = ts.context(ts.SCHEME_TYPE.CKKS, poly, coeff_mod_bit_sizes=list(coeff))
+    context.global_scale = 2.0**scale_bits
+    header = {"key-id": secrets.token_hex(16), "poly": poly, "coeff": list(coeff), "scale_bits": scale_bits}
+
+    def pack(role: str, blob: bytes) -> bytes:
+        return _MAGIC + json.dumps({**header, "role": role}).encode() + b"\n" + blob
+
+    return pack("secret", context.serialize(save_secret_key=True)), pack("public", context.serialize(save_secret_key=False))
+
+
+def write_keys(out_dir: str | Path, *, force: bool = False) -> str:
+    """Write `secret.ctx` (mode 600, for clients) and `public.ctx` (for the server); return the key id."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    targets = [out / SECRET_FILE, out / PUBLIC_FILE]
+    existing = [str(p) for p in targets if p.exists()]
+    if existing and not force:
+        raise FileExistsError(f"{', '.join(existing)} already exist; pass --force to replace the key set")
+    secret, public = generate()
+    fd = os.open(targets[0], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(secret)
+    targets[1].write_bytes(public)
+    return parse(public)[0]["key-id"]
+
+
+def parse(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """Split a key file into its header and the TenSEAL bytes."""
+    if not data.startswith(_MAGIC):
+        raise CKKSKeyError("not a fedsafe CKKS key file (make one with `fedsafe keys --out DIR`)")
+    header, _, blob = data[len(_MAGIC):].partition(b"\n")
+    return json.loads(header), blob
+
+
+def load(path: str | Path, role: str) -> CKKSKeys:
+    """Load the `role` ('secret' or 'public') context from a key file or a `fedsafe keys` folder."""
+    import tenseal as ts
+
+    target = Path(path)
+    if target.is_dir():
+        target = target / (SECRET_FILE if role == "secret" else PUBLIC_FILE)
+    if not str(path) or not target.is_file():
+        raise CKKSKeyError(f"CKKS context {str(target)!r} not found (set fedsafe.secagg.ckks-context; make keys with `fedsafe keys --out DIR`)")
+    header, blob = parse(target.read_bytes())
+    keys = CKKSKeys(ts.context_from(blob), header)
+    if role == "public" and keys.is_secret:
+        raise CKKSKeyError(f"{target} holds the CKKS secret key; the server must be given only the public context ({PUBLIC_FILE})")
+    if role == "secret" and not keys.is_secret:
+        raise CKKSKeyError(f"{target} is a public-only CKKS context: it cannot decrypt (clients need {SECRET_FILE})")
+    return keys
+
+
+def is_encrypted(record: ArrayRecord) -> bool:
+    """True when an ArrayRecord is a fedsafe CKKS ciphertext record."""
+    return HEADER in record
+
+
+def _header(record: ArrayRecord) -> dict[str, Any]:
+    return json.loads(record[HEADER].numpy().tobytes())
+
+
+def _record(header: dict[str, Any], chunks: list[bytes]) -> ArrayRecord:
+    header = {**header, "lengths": [len(c) for c in chunks]}
+    return ArrayRecord({
+        HEADER: Array(np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)),
+        DATA: Array(np.frombuffer(b"".join(chunks), dtype=np.uint8)),
+    })
+
+
+def _chunks(record: ArrayRecord, header: dict[str, Any]) -> list[bytes]:
+    data = record[DATA].numpy().tobytes()
+    offsets = np.cumsum([0, *header["lengths"]])
+    return [data[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+
+
+def _check_key(keys: CKKSKeys, header: dict[str, Any]) -> None:
+    if header.get("key-id") != keys.key_id:
+        raise CKKSKeyError(
+            f"ciphertext made with CKKS key set {header.get('key-id')!r}, this context is {keys.key_id!r} "
+            "(wrong or stale context: every party needs the files of one `fedsafe keys` run)"
+        )
+
+
+def encrypt(keys: CKKSKeys, arrays: dict[str, np.ndarray], weight: float, clients: int = 1) -> ArrayRecord:
+    """Encrypt weight * arrays (flattened in sorted-key order) in slot-sized CKKS vectors."""
+    import tenseal as ts
+
+    order = sorted(arrays)
+    vector = flatten(arrays, order) * weight
+    peak = float(np.max(np.abs(vector))) if vector.size else 0.0
+    if peak * max(clients, 1) >= keys.capacity:
+        raise SecAggError(f"weighted values up to {peak:.3g} x {clients} clients exceed the CKKS capacity {keys.capacity:.3g}")
+    chunks = [ts.ckks_vector(keys.context, vector[i : i + keys.slots]).serialize() for i in range(0, vector.size, keys.slots)]
+    layout = {"keys": order, "shapes": [list(arrays[k].shape) for k in order], "dtypes": [str(arrays[k].dtype) for k in order]}
+    return _record({"key-id": keys.key_id, "weight": weight, "clients": 1, **layout}, chunks)
+
+
+def add(keys: CKKSKeys, records: list[ArrayRecord]) -> ArrayRecord:
+    """Sum ciphertext records (same key set and layout) without decrypting anything."""
+    import tenseal as ts
+
+    if not records:
+        raise SecAggError("no encrypted updates to add")
+    headers = [_header(r) for r in records]
+    for h in headers:
+        _check_key(keys, h)
+        if (h["keys"], h["shapes"]) != (headers[0]["keys"], headers[0]["shapes"]):
+            raise SecAggError("encrypted updates disagree on the adapter layout")
+    total = [ts.ckks_vector_from(keys.context, c) for c in _chunks(records[0], headers[0])]
+    for record, header in zip(records[1:], headers[1:], strict=True):
+        for acc, chunk in zip(total, _chunks(record, header), strict=True):
+            acc.add_(ts.ckks_vector_from(keys.context, chunk))
+    summed = {**headers[0], "weight": sum(h["weight"] for h in headers), "clients": sum(h["clients"] for h in headers)}
+    return _record(summed, [v.serialize() for v in total])
+
+
+def decrypt(keys: CKKSKeys, record: ArrayRecord) -> dict[str, np.ndarray]:
+    """Decrypt an aggregate and divide by its total weight: the weighted mean arrays."""
+    import tenseal as ts
+
+    if not keys.is_secret:
+        raise CKKSKeyError("this CKKS context is public-only (no secret key): it cannot decrypt")
+    header = _header(record)
+    _check_key(keys, header)
+    if header["weight"] <= 0:
+        raise SecAggError("the encrypted aggregate has total weight 0")
+    values = np.concatenate([np.asarray(ts.ckks_vector_from(keys.context, c).decrypt()) for c in _chunks(record, header)])
+    like = {k: np.zeros(s, dtype=d) for k, s, d in zip(header["keys"], header["shapes"], header["dtypes"], strict=True)}
+    return unflatten(values / header["weight"], like, flat_keys(like))
+
+
+def weight_of(record: ArrayRecord) -> float:
+    """The (plaintext) total weight an encrypted record carries."""
+    return float(_header(record)["weight"])
