@@ -115,3 +115,22 @@ def test_empty_poisson_batches_still_step_and_count(tiny):
     assert not result.exhausted
     assert Ledger.load(state).history == [(2.0, 1 / N, 6)]
     assert result.metrics[EPSILON] == pytest.approx(_direct_epsilon(2.0, 1 / N, 6, privacy.delta), rel=1e-9)
+
+
+def test_server_cannot_switch_dp_off_after_the_first_private_round(tiny):
+    """A later train config with privacy disabled still trains privately against the pinned budget."""
+    import dataclasses
+
+    from fedsafe_plugin.client.session import FedSafeSession
+    from fedsafe_plugin.config import FedSafeConfig
+
+    tok, pairs, _ = tiny
+    state = RecordDict()
+    settings = TrainSettings(steps=STEPS, batch_size=BATCH)
+    on = FedSafeConfig(privacy=_privacy())
+    FedSafeSession(on, state).train_dpo(_model(tok), pairs, settings, tok.pad_token_id)
+    steps_before = sum(steps for *_, steps in Ledger.load(state).history)
+    off = FedSafeSession(dataclasses.replace(on, privacy=_privacy(enabled=False)), state)
+    off.train_dpo(_model(tok), pairs, settings, tok.pad_token_id)
+    assert sum(steps for *_, steps in Ledger.load(state).history) > steps_before  # accounted, i.e. private
+    assert off.metrics[EPSILON] > 0

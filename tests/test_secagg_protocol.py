@@ -267,6 +267,24 @@ def test_withheld_share_and_forged_weights_are_refused():
     assert any("weight" in m.error.reason for m in grid.received if m.has_error())
 
 
+def test_per_client_weight_views_cannot_isolate_one_client():
+    """A server that shows the victim 'all other weights are 0' and everyone else 'the victim's
+    weight is huge' would get the victim's update as the sum; the view binding makes clients refuse."""
+    fed = make_federation(6, neighbours=5, seed=3)
+    victim = fed.nodes[0]
+
+    def forge(request, me):
+        nodes = W.ids_in(request["nodes"])
+        weights = [w if (n == victim) == (me == victim) else (0.0 if me == victim else 1e15)
+                   for n, w in zip(nodes, request["weights"])]
+        return {**request, "weights": weights}
+
+    grid = fed.grid(to_client=_tamper_stage(W.MASK, forge))
+    result = fed.run(grid)
+    assert result.arrays is None
+    assert any(m.has_error() and "different masking set or weights" in m.error.reason for m in grid.received)
+
+
 def test_server_never_holds_an_unmasked_individual_update():
     """Everything the server receives, with every secret it can reconstruct, still hides each update."""
     fed = make_federation(8, neighbours=3, fraction=0.5, seed=12)
@@ -354,7 +372,8 @@ def test_wire_size_is_within_1_1x_fp32():
     assert result.arrays is not None
     fp32 = 4 * sum(int(np.prod(s)) for s in SHAPES.values())
     masked_up = max(v for (stage, node), v in grid.received_bytes.items() if stage == W.MASK)
-    assert masked_up <= 1.1 * fp32 + 600  # the uint32 vector plus constant protobuf framing
+    # the uint32 vector, constant protobuf framing, and one 32-byte view binding per neighbour
+    assert masked_up <= 1.1 * fp32 + 600 + 64 * (10 - 1)
 
 
 @pytest.mark.parametrize("corruption,reason", [

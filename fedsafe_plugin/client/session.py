@@ -7,6 +7,7 @@ because the Deployment Engine starts a fresh ClientApp process for every message
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from contextvars import ContextVar
@@ -80,14 +81,22 @@ class FedSafeSession:
         return clean
 
     def train_dpo(self, model: Any, pairs: Sequence[Any], settings: Any, pad_id: int) -> dict[str, float]:
-        """Drop-in for `training.local.train_dpo`: DP-SGD with budget enforcement when enabled."""
-        if not self.config.privacy.enabled:
+        """Drop-in for `training.local.train_dpo`: DP-SGD with budget enforcement when enabled.
+
+        Once this client has trained privately, it stays private: a later server config with
+        privacy disabled cannot switch DP off (the pinned budget keeps applying).
+        """
+        from fedsafe_plugin.privacy.accounting import STATE_KEY
+
+        privacy = self.config.privacy
+        if not privacy.enabled and STATE_KEY not in self.state.config_records:
             from fedsafe_plugin.training.local import train_dpo
 
             return train_dpo(model, pairs, settings, pad_id)
         from fedsafe_plugin.training.dp import train_dpo_private
 
-        result = train_dpo_private(model, list(pairs), settings, self.config.privacy, self.state, pad_id)
+        privacy = dataclasses.replace(privacy, enabled=True)
+        result = train_dpo_private(model, list(pairs), settings, privacy, self.state, pad_id)
         self.exhausted = result.exhausted
         fedsafe = {k: float(v) for k, v in result.metrics.items() if k.startswith(PREFIX)}
         self.metrics.update(fedsafe)

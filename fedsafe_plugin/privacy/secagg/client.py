@@ -170,12 +170,23 @@ def mask(node: int, state: dict[str, Any] | None, request: dict[str, Any], updat
     pair_keys = [(P.agree(state["sk-s"], pk_s[peer], mask_label(session, node, peer)), node < peer)
                  for peer in sorted(set(W.ids_in(state["peers"])) & set(nodes3))]
     masked = masked_input(update, weight / total, state["seed"], pair_keys, float(state["clip-range"]), int(state["bits"]))
-    state.update({"done": W.MASK, "nodes3": W.ids_out(nodes3)})
+    # Bind the masking set and weights this client was shown: its neighbours reveal its self-mask
+    # seed only if their view is the same. Otherwise a server could show the victim "all other
+    # weights are 0" and everyone else "the victim's weight is huge", and unmask the victim alone.
+    view = _view_digest(session, nodes3, [weights[n] for n in nodes3])
+    peers, pk_c, _ = _neighbourhood(state)
+    to = sorted(set(peers) & set(nodes3))
+    tags = [_confirm_tag(state, pk_c[peer], node, peer, view) for peer in to]
+    state.update({"done": W.MASK, "nodes3": W.ids_out(nodes3), "view": view})
     content = RecordDict({
-        W.RECORD: ConfigRecord({"stage": W.MASK}),
+        W.RECORD: ConfigRecord({"stage": W.MASK, "to": W.ids_out(to), "tags": tags}),
         W.MASKED: ArrayRecord({"y": Array(masked)}),
     })
     return state, content
+
+
+def _view_digest(session: bytes, nodes: list[int], weights: list[float]) -> bytes:
+    return hashlib.sha256(b"mask-view" + session + repr(sorted(zip(nodes, weights))).encode()).digest()
 
 
 def _lists_digest(session: bytes, survivors: list[int], dropped: list[int]) -> bytes:
@@ -233,6 +244,13 @@ def unmask(node: int, state: dict[str, Any] | None, request: dict[str, Any]) -> 
              "(the server may be showing clients different lists)")
     held = {int(src): i for i, src in enumerate(state["held-from"])}
     seed_of = [n for n in survivors if n in held]
+    same_view = {node}
+    for src, tag in zip(W.ids_in(request.get("view-from")), request.get("view-tags") or [], strict=True):
+        if src in peers and hmac.compare_digest(bytes(tag), _confirm_tag(state, pk_c[src], src, node, state["view"])):
+            same_view.add(src)
+    unbound = sorted(set(seed_of) - same_view)
+    _require(not unbound, f"unmask: survivors {unbound} were shown a different masking set or weights than this client "
+             "(or their binding was withheld); refusing to reveal their self-mask shares")
     key_of = [n for n in dropped if n in held]
     reply = {
         "stage": W.UNMASK,

@@ -230,15 +230,11 @@ class SecAggPlusServer:
         lists = {"survivors": W.ids_out(survivors), "dropped": W.ids_out(dropped)}
         confirmations = self._exchange(grid, server_round, W.CONFIRM, {
             n: self._request(W.CONFIRM, session, **lists) for n in survivors}, state)
-        inbox: dict[int, tuple[list[str], list[bytes]]] = {n: ([], []) for n in confirmations}
-        for src, reply in confirmations.items():
-            record = W.stage_of(reply)
-            for dst, tag in zip(W.ids_in(record.get("to")), record.get("tags") or [], strict=True):
-                if dst in inbox:
-                    inbox[dst][0].append(str(src))
-                    inbox[dst][1].append(bytes(tag))
+        inbox = _route_tags(confirmations, confirmations)
+        views = _route_tags({n: masked[n] for n in survivors}, confirmations)
         shares = self._exchange(grid, server_round, W.UNMASK, {
-            n: self._request(W.UNMASK, session, **lists, **{"from": inbox[n][0], "tags": inbox[n][1]})
+            n: self._request(W.UNMASK, session, **lists, **{"from": inbox[n][0], "tags": inbox[n][1],
+                                                             "view-from": views[n][0], "view-tags": views[n][1]})
             for n in confirmations}, state)
         total -= self._masks(state, shares, survivors, dropped, size)
         survived_weight = sum(weights[n] for n in survivors)
@@ -294,3 +290,15 @@ class SecAggPlusServer:
             return P.join_shares(shares[:need])
         except ValueError as exc:
             raise _Failed(f"unmask: the shares of the {what} do not combine") from exc
+
+
+def _route_tags(senders: dict[int, Message], recipients: dict[int, Any]) -> dict[int, tuple[list[str], list[bytes]]]:
+    """Per recipient, the (sources, tags) of the pairwise MACs the senders addressed to it."""
+    inbox: dict[int, tuple[list[str], list[bytes]]] = {n: ([], []) for n in recipients}
+    for src, reply in senders.items():
+        record = W.stage_of(reply)
+        for dst, tag in zip(W.ids_in(record.get("to")), record.get("tags") or [], strict=True):
+            if dst in inbox:
+                inbox[dst][0].append(str(src))
+                inbox[dst][1].append(bytes(tag))
+    return inbox
