@@ -9,6 +9,10 @@ import sys
 # Modules exposing `register(subparsers)`; heavy imports stay inside their handlers so
 # `fedsafe --help` is instant.
 _COMMAND_MODULES = [
+    "fedsafe_plugin.privacy.cli",
+    "fedsafe_plugin.privacy.secagg.cli",
+    "fedsafe_plugin.eval.cli",
+    "fedsafe_plugin.demo.cli",
     "fedsafe_plugin.sanitize.cli",
 ]
 

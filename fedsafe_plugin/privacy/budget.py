@@ -6,6 +6,7 @@ the noise multiplier for a plan comes from Opacus's own search (`get_noise_multi
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -102,10 +103,12 @@ def epsilon_of(history: list[tuple[float, float, int]], delta: float, accountant
     return float(acc.get_epsilon(delta=delta))
 
 
+@functools.lru_cache(maxsize=64)
 def noise_multiplier_for(budget: Budget, plan: Plan) -> float:
     """The noise multiplier to use: the budget's own, or the smallest that fits the whole plan.
 
-    Opacus's search returns a sigma whose epsilon (same accountant) is at most the target.
+    Opacus's search returns a sigma whose epsilon (same accountant) is at most the target; it is
+    cached because every client of a simulation process asks for the same plan in round 1.
     """
     if budget.noise_multiplier is not None:
         return float(budget.noise_multiplier)

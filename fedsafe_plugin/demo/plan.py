@@ -1,0 +1,111 @@
+"""What a demo or benchmark run does: the arms, the shared settings, and which fedsafe parts are on.
+
+Every arm of one run uses the same seeds, model, client split and evaluation suite; arms differ
+only in their data (poisoned or not) and the fedsafe features switched on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedsafe_plugin.config import FedSafeConfig
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One experimental arm."""
+
+    name: str
+    label: str
+    poisoned: bool = True
+    sanitize: bool = False
+    dp: bool = False
+    secagg: bool = False
+    centralized: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Settings shared by every arm of a run."""
+
+    clients: int = 10
+    rounds: int = 3
+    poison_fraction: float = 0.3
+    model: str = "tiny"
+    pairs_per_client: int = 24
+    local_steps: int = 10
+    batch_size: int = 8
+    lr: float = 2e-2
+    beta: float = 0.1
+    max_length: int = 128
+    seed: int = 0
+    data_dir: str | None = None
+    eval_limit: int = 0  # contrasts per evaluation set; 0 = the whole suite
+    overrides: dict[str, Any] = field(default_factory=dict)  # `fedsafe.*` keys given with --set
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def available_features(student_dir: str = "") -> dict[str, bool]:
+    """Which fedsafe parts are installed and usable (each arm switches on only what exists).
+
+    Sanitization needs the sanitizer and a student: `student_dir` or the shipped one.
+    """
+    student = False
+    if _has_module("fedsafe_plugin.sanitize.sanitizer") and _has_module("fedsafe_plugin.sanitize.classifier"):
+        from pathlib import Path
+
+        from fedsafe_plugin.sanitize.classifier import CONFIG_NAME, SHIPPED_STUDENT
+
+        student = ((Path(student_dir) if student_dir else SHIPPED_STUDENT) / CONFIG_NAME).is_file()
+    return {
+        "sanitize": student,
+        "dp": _has_module("fedsafe_plugin.training.dp"),
+        "secagg": _has_module("fedsafe_plugin.privacy.secagg.server"),
+    }
+
+
+def arm_config(plan: Plan, arm: Arm, features: dict[str, bool]) -> FedSafeConfig:
+    """The arm's fedsafe settings: its switches (where installed), then the user's overrides."""
+    values: dict[str, Any] = {
+        "fedsafe.sanitize.enabled": arm.sanitize and features["sanitize"],
+        "fedsafe.privacy.enabled": arm.dp and features["dp"],
+        "fedsafe.privacy.rounds": plan.rounds,
+        "fedsafe.privacy.local-steps": plan.local_steps,
+        "fedsafe.privacy.batch-size": plan.batch_size,
+        "fedsafe.secagg.mode": "secagg+" if arm.secagg and features["secagg"] else "none",
+    }
+    values.update(plan.overrides)
+    return FedSafeConfig.from_run_config(values)
+
+
+def switched_on(config: FedSafeConfig) -> dict[str, Any]:
+    """What an arm really ran with, for the report."""
+    return {
+        "sanitize": config.sanitize.enabled,
+        "dp": config.privacy.enabled,
+        "epsilon_budget": config.privacy.epsilon if config.privacy.enabled else None,
+        "secagg": config.secagg.mode,
+    }
+
+
+DEMO_ARMS = (
+    Arm("unsanitized", "poisoned, no sanitization (DP + SecAgg)", dp=True, secagg=True),
+    Arm("feddetox", "poisoned + FedDetox (sanitize + DP + SecAgg)", sanitize=True, dp=True, secagg=True),
+)
+
+BENCH_ARMS = (
+    Arm("centralized-benign", "centralized, benign data", poisoned=False, centralized=True),
+    Arm("benign", "federated, benign only", poisoned=False),
+    Arm("unsanitized", "federated, poisoned, no sanitization"),
+    Arm("feddetox", "federated, poisoned + FedDetox", sanitize=True),
+    Arm("feddetox-dp", "FedDetox + DP", sanitize=True, dp=True),
+    Arm("feddetox-dp-secagg", "FedDetox + DP + SecAgg+", sanitize=True, dp=True, secagg=True),
+)

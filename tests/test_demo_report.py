@@ -1,0 +1,53 @@
+"""Demo plumbing that needs no simulation: --set parsing, arm settings, report files and goals."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from fedsafe_plugin.config import ConfigError
+from fedsafe_plugin.demo.cli import parse_set
+from fedsafe_plugin.demo.plan import DEMO_ARMS, Arm, Plan, arm_config
+from fedsafe_plugin.demo.report import goals, write_report
+
+
+def test_parse_set_types_and_errors():
+    assert parse_set(["fedsafe.privacy.epsilon=4", "fedsafe.sanitize.enabled=false", "fedsafe.secagg.mode=ckks"]) == {
+        "fedsafe.privacy.epsilon": 4, "fedsafe.sanitize.enabled": False, "fedsafe.secagg.mode": "ckks"}
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_set(["privacy.epsilon=4"])
+
+
+def test_arm_config_switches_only_installed_parts_and_applies_overrides():
+    plan = Plan(rounds=4, local_steps=7, overrides={"fedsafe.privacy.epsilon": 2.0})
+    feddetox = DEMO_ARMS[1]
+    on = arm_config(plan, feddetox, {"sanitize": True, "dp": True, "secagg": True})
+    assert on.sanitize.enabled and on.privacy.enabled and on.secagg.mode == "secagg+"
+    assert (on.privacy.rounds, on.privacy.local_steps, on.privacy.epsilon) == (4, 7, 2.0)
+    off = arm_config(plan, feddetox, {"sanitize": False, "dp": False, "secagg": False})
+    assert not off.sanitize.enabled and not off.privacy.enabled and off.secagg.mode == "none"
+    assert not arm_config(plan, DEMO_ARMS[0], {"sanitize": True, "dp": True, "secagg": True}).sanitize.enabled
+    with pytest.raises(ConfigError):
+        arm_config(Plan(overrides={"fedsafe.nope": 1}), Arm("x", "x"), {"sanitize": False, "dp": False, "secagg": False})
+
+
+def _arm(harm: list[float], utility: float, over: float, label: str) -> dict:
+    rows = [{"round": i, "harmful_rate": h, "jailbreak_rate": h, "over_refusal_rate": over, "utility": utility,
+             "epsilon": 1.0 * i or None, "bytes_down": 1000 * i, "bytes_up": 1000 * i} for i, h in enumerate(harm)]
+    return {"label": label, "rounds": rows, "switched_on": {"sanitize": True, "dp": True, "secagg": "secagg+"}}
+
+
+def test_report_files_and_goals(tmp_path):
+    arms = {"benign": _arm([0.5, 0.1], 0.80, 0.05, "b"), "unsanitized": _arm([0.5, 0.9], 0.80, 0.0, "u"),
+            "feddetox": _arm([0.5, 0.1], 0.79, 0.05, "f")}
+    report = write_report(tmp_path, "t", Plan(rounds=1), {"features_installed": {"dp": True}, "arms": arms})
+    assert {"report.json", "report.md", "harmful_rate.png", "epsilon.png", "utility.png"} <= {p.name for p in tmp_path.iterdir()}
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert [r["arm"] for r in saved["summary"]] == ["benign", "unsanitized", "feddetox"]
+    assert all(g["met"] for g in saved["goals"]), saved["goals"]
+    assert "| feddetox |" in (tmp_path / "report.md").read_text()
+    arms["feddetox"] = _arm([0.5, 0.5], 0.70, 0.3, "f")
+    assert not any(g["met"] for g in goals(arms))
+    assert report["summary"][0]["wire_mb"] == pytest.approx(0.002)
