@@ -21,7 +21,7 @@ from fedsafe_plugin.training.lora import (
     set_adapter_arrays,
     set_adapter_ndarrays,
 )
-from fedsafe_plugin.training.scoring import preference_accuracy
+from fedsafe_plugin.eval.scoring import preference_accuracy
 from fedsafe_plugin.training.tiny import build_tiny_lora_model, build_tiny_model, build_tiny_tokenizer
 
 __all__ = [

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fedsafe_plugin.eval.metrics import ContrastScore
-from fedsafe_plugin.training.data import _fit, collate, encode_prompt, encode_response  # same truncation as training
+from fedsafe_plugin.training.data import collate, encode_prompt, encode_response, fit_pair
 from fedsafe_plugin.training.dpo import sequence_logps
 
 
@@ -32,7 +32,7 @@ def score_responses(
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     max_length = model_max_length(model, max_length)
     encoded = [
-        _fit(encode_prompt(tokenizer, p), encode_response(tokenizer, r), max_length)
+        fit_pair(encode_prompt(tokenizer, p), encode_response(tokenizer, r), max_length)
         for p, r in zip(prompts, responses, strict=True)
     ]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
@@ -67,3 +67,14 @@ def score_contrasts(
     )
     n = len(contrasts)
     return [ContrastScore(g[0], g[1], b[0], b[1]) for g, b in zip(scored[:n], scored[n:], strict=True)]
+
+
+def preference_accuracy(model: Any, tokenizer: Any, records: Sequence[dict], batch_size: int = 16) -> float:
+    """Fraction of {prompt, chosen, rejected} records whose `chosen` gets the higher per-token log-prob."""
+    from fedsafe_plugin.eval.suites import Contrast
+
+    if not records:
+        raise ValueError("no records to score")
+    contrasts = [Contrast(r["prompt"], r["chosen"], r["rejected"]) for r in records]
+    scores = score_contrasts(model, tokenizer, contrasts, batch_size)
+    return sum(not s.prefers_bad for s in scores) / len(scores)

@@ -37,7 +37,7 @@ def encode_response(tokenizer: Any, response: str) -> list[int]:
     return ids + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
 
 
-def _fit(prompt: list[int], response: list[int], max_length: int) -> tuple[list[int], list[int]]:
+def fit_pair(prompt: list[int], response: list[int], max_length: int) -> tuple[list[int], list[int]]:
     """Keep the prompt's end and the response's start within max_length tokens."""
     response = response[: max(1, max_length // 2)] if len(prompt) + len(response) > max_length else response
     keep = max_length - len(response)
@@ -49,8 +49,8 @@ def encode_pairs(tokenizer: Any, records: Sequence[dict], max_length: int = 128)
     out = []
     for rec in records:
         p = encode_prompt(tokenizer, rec["prompt"])
-        pc, c = _fit(p, encode_response(tokenizer, rec["chosen"]), max_length)
-        pr, r = _fit(p, encode_response(tokenizer, rec["rejected"]), max_length)
+        pc, c = fit_pair(p, encode_response(tokenizer, rec["chosen"]), max_length)
+        pr, r = fit_pair(p, encode_response(tokenizer, rec["rejected"]), max_length)
         prompt = pc if len(pc) <= len(pr) else pr
         out.append(EncodedPair(prompt, c, r))
     return out
