@@ -68,3 +68,35 @@ def test_quickstart_sanitizes_once_per_node_across_fresh_clientapp_processes(
     first, second = round_counts(deployment_result, 1), round_counts(deployment_result, 2)
     assert first["sanitize.replaced"] > 0 and first["sanitize.cached"] == 0, deployment_result.describe()
     assert second["sanitize.cached"] == 2, deployment_result.describe()
+
+
+def _secagg_config(mode: str, keys: Path) -> tuple[dict, dict | None]:
+    """(run config, node config) for the quickstart with secure aggregation `mode`."""
+    from fedsafe_plugin.privacy.secagg import ckks
+
+    run_config = {**FAST, "fedsafe.secagg.mode": mode}
+    if mode != "ckks":
+        return run_config, None
+    ckks.write_keys(keys)
+    run_config["fedsafe.secagg.ckks-context"] = str(keys / ckks.PUBLIC_FILE)  # the server: public only
+    return run_config, {"fedsafe-ckks-context": str(keys / ckks.SECRET_FILE)}  # each client: the secret
+
+
+@pytest.mark.parametrize("mode", ["secagg+", "ckks"])
+def test_quickstart_with_secure_aggregation_under_flwr_run(mode: str, tmp_path: Path) -> None:
+    run_config, _ = _secagg_config(mode, tmp_path / "keys")
+    if mode == "ckks":  # one machine: clients find the secret beside the public context
+        run_config["fedsafe.secagg.ckks-context"] = str(tmp_path / "keys")
+    result = run_simulation(APP, tmp_path / "work", run_config=run_config, timeout=600)
+    assert_every_round_kept_both(result)
+    assert "secagg.failed" not in result.run_log, result.describe()
+    if mode == "secagg+":
+        assert "secagg.survivors=2" in result.run_log, result.describe()
+
+
+@pytest.mark.parametrize("mode", ["secagg+", "ckks"])
+def test_quickstart_with_secure_aggregation_on_superlink(mode: str, tmp_path: Path) -> None:
+    run_config, node_config = _secagg_config(mode, tmp_path / "keys")
+    result = run_deployment(APP, tmp_path / "work", run_config=run_config, node_config=node_config, timeout=600)
+    assert_every_round_kept_both(result)
+    assert "secagg.failed" not in result.run_log, result.describe()

@@ -104,6 +104,8 @@ class FedDetox(Strategy):
         assert self._secure is not None and self._grid is not None
         result = self._secure.aggregate_train(server_round, kept, self._grid, self._global, self.weighted_by_key)
         summary.extra.update(result.metrics)
+        if result.arrays is None:
+            log.warning("fedsafe round %d: secure aggregation failed (%s); global model unchanged", server_round, result.reason)
         if result.arrays is None or result.encrypted:
             return result.arrays, None
         # The wrapped strategy sees one reply holding the secure weighted mean, so server-side

@@ -42,7 +42,7 @@ class RoundSummary:
         parts += [f"dropped node {n}: {why}" for n, why in self.dropped.items()]
         if self.exhausted:
             parts.append(f"budget exhausted on {len(self.exhausted)} node(s)")
-        parts += [f"{k.removeprefix(PREFIX)}={v:g}" for k, v in sorted(self.counts.items())]
+        parts += [f"{k.removeprefix(PREFIX)}={v:g}" for k, v in sorted({**self.counts, **self.extra}.items())]
         if self.epsilons:
             parts.append(f"epsilon min/mean/max {min(self.epsilons):.3f}/{mean(self.epsilons):.3f}/{max(self.epsilons):.3f}")
         return f"fedsafe round {self.server_round}: " + "; ".join(parts)
