@@ -24,19 +24,21 @@ def find_shared_data(explicit: str | os.PathLike[str] | None = None) -> Path | N
     return None
 
 
-def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[dict]:
-    """Yield one dict per non-empty line; a bad line raises ValueError naming the line number."""
+def iter_jsonl(path: str | os.PathLike[str], strict: bool = True) -> Iterator[tuple[int, dict | str]]:
+    """(line number, object) per non-empty line; a bad line raises ValueError naming the line number,
+    or with `strict=False` is yielded as (line number, "what is wrong") so the rest is not lost."""
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
+                problem = None if isinstance(row, dict) else "expected a JSON object"
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object")
-            yield row
+                problem = f"not valid JSON ({exc.msg} at column {exc.colno})"
+            if problem is not None and strict:
+                raise ValueError(f"{path}:{lineno}: {problem}")
+            yield lineno, row if problem is None else problem
 
 
 def load_normalized(name: str, data_dir: str | os.PathLike[str] | None = None) -> list[dict]:
@@ -46,4 +48,4 @@ def load_normalized(name: str, data_dir: str | os.PathLike[str] | None = None) -
         raise FileNotFoundError(
             f"shared safety data not found; pass a folder or set ${ENV_VAR} to one holding normalized/"
         )
-    return list(iter_jsonl(root / "normalized" / f"{name}.jsonl"))
+    return [row for _, row in iter_jsonl(root / "normalized" / f"{name}.jsonl")]

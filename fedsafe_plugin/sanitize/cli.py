@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from fedsafe_plugin.shared_data import iter_jsonl
+
 
 def _check_text(row: dict, key: str, optional: bool = False) -> str | None:
     """None if row[key] is a string (or absent/null when optional), else what is wrong."""
@@ -37,20 +39,12 @@ def _sanitize_problem(row: dict) -> str | None:
 def read_jsonl(path: str | Path, problem: Callable[[dict], str | None]) -> tuple[list[dict], list[str]]:
     """Good rows, and one 'PATH:LINE: what is wrong' message per bad line (blank lines skipped)."""
     rows, errors = [], []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                errors.append(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})")
-                continue
-            what = "expected a JSON object" if not isinstance(row, dict) else problem(row)
-            if what:
-                errors.append(f"{path}:{lineno}: {what}")
-            else:
-                rows.append(row)
+    for lineno, row in iter_jsonl(path, strict=False):
+        what = row if isinstance(row, str) else problem(row)
+        if what:
+            errors.append(f"{path}:{lineno}: {what}")
+        else:
+            rows.append(row)
     return rows, errors
 
 

@@ -111,7 +111,7 @@ def build_splits(data_dir: str | Path) -> Splits:
     s = Splits()
     add = lambda split, *a: getattr(s, split).append(Sample(*a))  # noqa: E731
 
-    jbb = list(iter_jsonl(norm / "jbb_behaviors.jsonl"))
+    jbb = [r for _, r in iter_jsonl(norm / "jbb_behaviors.jsonl")]
     harmful = [r for r in jbb if r["label"] == "harmful"]
     goal_split = {_norm(r["prompt"]): _jbb_split(r["pair_index"]) for r in harmful}
     behavior_split = {r["behavior"]: _jbb_split(r["pair_index"]) for r in harmful}
@@ -124,7 +124,7 @@ def build_splits(data_dir: str | Path) -> Splits:
             add(split, p, _compliant(p), y, f"jbb_{r['label']}_compliant")
             if y:
                 add(split, p, choose_refusal(p, 1), 0, "jbb_harmful_refusal_template")
-    for r in iter_jsonl(norm / "jbb_artifact_jailbreaks.jsonl"):
+    for _, r in iter_jsonl(norm / "jbb_artifact_jailbreaks.jsonl"):
         # A few artifact goals differ from JBB's by some characters, a few behaviour names too.
         split = goal_split.get(_norm(r["goal"])) or behavior_split[r["behavior"]]
         y = int(bool(r["jailbroken"]))
@@ -145,7 +145,7 @@ def build_splits(data_dir: str | Path) -> Splits:
             add("train", g, _compliant(g), 1, "advbench_compliant")
             add("train", g, choose_refusal(g, 0), 0, "advbench_refusal_template")
 
-    for r in iter_jsonl(norm / "xstest.jsonl"):
+    for _, r in iter_jsonl(norm / "xstest.jsonl"):
         split, p = _xstest_split(r["category"]), r["prompt"]
         y = int(r["label"] == "harmful")
         add(split, p, None, y, f"xstest_{r['label']}_prompt")
@@ -153,7 +153,7 @@ def build_splits(data_dir: str | Path) -> Splits:
         if y and split != "test":
             add(split, p, choose_refusal(p, 2), 0, "xstest_harmful_refusal_template")
 
-    for r in iter_jsonl(norm / "hh_rlhf_helpful_base_test.jsonl"):
+    for _, r in iter_jsonl(norm / "hh_rlhf_helpful_base_test.jsonl"):
         b = _bucket(r["id"], 10)
         split = "train" if b <= 5 else "val" if b <= 7 else "test"
         p = _last_human_turn(r["prompt"])
@@ -161,9 +161,9 @@ def build_splits(data_dir: str | Path) -> Splits:
         if split == "train" or b % 2 == 0:
             add(split, p, None, 0, "hh_helpful_prompt")
 
-    templates = list(iter_jsonl(norm / "jailbreak_templates.jsonl"))
+    templates = [r for _, r in iter_jsonl(norm / "jailbreak_templates.jsonl")]
     by_split = {sp: [t for t in templates if _template_split(t["id"]) == sp] for sp in ("train", "val", "test")}
-    harmbench = [r for r in iter_jsonl(norm / "harmbench_text.jsonl") if r.get("functional_category") != "copyright"]
+    harmbench = [r for _, r in iter_jsonl(norm / "harmbench_text.jsonl") if r.get("functional_category") != "copyright"]
     val_goals = [r["prompt"] for r in jbb if r["label"] == "harmful" and _jbb_split(r["pair_index"]) == "val"]
     for split, goals in (("train", advbench_goals[::2]), ("val", val_goals), ("test", [r["prompt"] for r in harmbench])):
         pool = by_split[split]
@@ -175,9 +175,9 @@ def build_splits(data_dir: str | Path) -> Splits:
         add("test", r["prompt"], None, 1, "harmbench_prompt")
         add("test", r["prompt"], _compliant(r["prompt"]), 1, "harmbench_compliant")
         add("test", r["prompt"], choose_refusal(r["prompt"], 3), 0, "harmbench_refusal_template")
-    for r in iter_jsonl(norm / "strongreject.jsonl"):
+    for _, r in iter_jsonl(norm / "strongreject.jsonl"):
         add("test", r["prompt"], None, 1, "strongreject_prompt")
-    for r in iter_jsonl(norm / "benign_instructions.jsonl"):
+    for _, r in iter_jsonl(norm / "benign_instructions.jsonl"):
         add("test", r["prompt"], None, 0, "selfinstruct_prompt")
         if r.get("reference_output"):
             add("test", r["prompt"], str(r["reference_output"]), 0, "selfinstruct_reference")
