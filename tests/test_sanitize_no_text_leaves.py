@@ -26,19 +26,20 @@ CLIENTS, PAIRS = 2, 16
 
 
 class RecordingGrid(Grid):
-    """A grid that keeps every reply it delivers to the ServerApp."""
+    """A grid that snapshots every reply's payload as it reaches the ServerApp (before any strategy
+    code can touch the message)."""
 
     def __init__(self, grid: Grid) -> None:
-        self.grid, self.replies = grid, []
+        self.grid, self.payloads = grid, []
 
     def send_and_receive(self, messages, *, timeout=None):
         replies = list(self.grid.send_and_receive(messages, timeout=timeout))
-        self.replies += replies
+        self.payloads += [_payload(m) for m in replies]
         return replies
 
     def pull_messages(self, message_ids):
         replies = list(self.grid.pull_messages(message_ids))
-        self.replies += replies
+        self.payloads += [_payload(m) for m in replies]
         return replies
 
     def push_messages(self, messages):
@@ -81,7 +82,7 @@ def _payload(msg: Message) -> tuple[str, bytes]:
 
 @pytest.mark.e2e
 def test_no_local_text_in_any_outgoing_message():
-    recorded: list[Message] = []
+    recorded: list[tuple[str, bytes]] = []
     server = ServerApp()
 
     @server.main()
@@ -90,15 +91,14 @@ def test_no_local_text_in_any_outgoing_message():
         config = FedSafeConfig.from_run_config({**context.run_config, "fedsafe.secagg.mode": "secagg+"})
         strategy = FedDetox(FedAvg(fraction_train=1.0, fraction_evaluate=1.0), config)
         strategy.start(grid=grid, initial_arrays=get_adapter_arrays(build_tiny_lora_model()[0]), num_rounds=2)
-        recorded.extend(grid.replies)
+        recorded.extend(grid.payloads)
         assert all(strategy.history[r].kept for r in (1, 2)), strategy.history
 
     run_app_inprocess(APP, CLIENTS, {"pairs-per-client": PAIRS, "local-steps": 2}, server_app=server)
     assert recorded, "the server received no message"
-    assert any("fedsafe.sanitize.replaced" in _payload(m)[0] for m in recorded), "sanitization counts never arrived"
+    assert any("fedsafe.sanitize.replaced" in text for text, _ in recorded), "sanitization counts never arrived"
     secrets = {r[k] for p in range(CLIENTS) for r in node_records({"partition-id": p, "num-partitions": CLIENTS}, PAIRS)
                for k in ("prompt", "chosen", "rejected")} | set(REFUSALS)
-    for msg in recorded:
-        text, blob = _payload(msg)
+    for text, blob in recorded:
         for secret in secrets:
             assert secret not in text and secret.encode() not in blob, f"local text left a client: {secret[:40]!r}"
