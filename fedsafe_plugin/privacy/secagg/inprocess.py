@@ -54,6 +54,7 @@ class LocalGrid(Grid):
     sent_bytes: dict[tuple[str, int], int] = field(default_factory=dict)
     received_bytes: dict[tuple[str, int], int] = field(default_factory=dict)
     contexts: dict[int, Context] = field(init=False)
+    _replies: dict[str, Message] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("_run_id", "_task_id", "_node_id"):  # this process plays the SuperLink
@@ -81,30 +82,31 @@ class LocalGrid(Grid):
         return list(self.apps)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        """Not used: `send_and_receive` delivers directly."""
-        raise NotImplementedError("LocalGrid delivers through send_and_receive")
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        """Not used: `send_and_receive` delivers directly."""
-        raise NotImplementedError("LocalGrid delivers through send_and_receive")
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        """Run each message through the node's mods and app; dropped nodes simply do not answer."""
-        replies = []
+        """Run each message through its node's mods and app now; dropped nodes do not answer."""
+        ids = []
         for msg in messages:
             node, stage = msg.metadata.dst_node_id, stage_name(msg)
+            msg_id = secrets.token_hex(8)
+            msg.metadata.__dict__["_message_id"] = msg_id
+            ids.append(msg_id)
             if node not in self.apps or self.drop(stage, node):
                 continue
-            msg.metadata.__dict__["_message_id"] = secrets.token_hex(8)
             delivered, size = _wire(self.to_client(msg))
             self.sent_bytes[(stage, node)] = self.sent_bytes.get((stage, node), 0) + size
-            reply = self._call(delivered, node)
-            back, size = _wire(reply)
+            back, size = _wire(self._call(delivered, node))
             self.received_bytes[(stage, node)] = self.received_bytes.get((stage, node), 0) + size
             if self.keep_received:
                 self.received.append(back)
-            replies.append(back)
-        return replies
+            self._replies[msg_id] = back
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """The replies that arrived for these message ids (each handed out once)."""
+        return [self._replies.pop(i) for i in message_ids if i in self._replies]
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        """Push, then pull: in-process delivery answers at once."""
+        return list(self.pull_messages(self.push_messages(messages)))
 
     def _call(self, msg: Message, node: int) -> Message:
         handler: Callable[[Message, Context], Message] = self.apps[node]
