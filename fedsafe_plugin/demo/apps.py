@@ -98,12 +98,11 @@ def build_client_app(plan: Plan, fed: FederationData, corpus: list[str] | None, 
     from fedsafe_plugin.client.mods import fedsafe_mods
     from fedsafe_plugin.client.session import FedSafeSession
     from fedsafe_plugin.training.data import encode_pairs
-    from fedsafe_plugin.training.local import TrainSettings
     from fedsafe_plugin.training.lora import get_adapter_arrays, set_adapter_arrays
 
     key = tuple(corpus) if corpus is not None else None
     records = [[p.as_record() for p in c] for c in fed.clients]
-    settings = TrainSettings(plan.local_steps, plan.batch_size, plan.lr, plan.beta, plan.max_length, plan.seed)
+    settings = plan.train_settings()
     mods = list(fedsafe_mods())
     if config.secagg.mode != "none":
         from fedsafe_plugin.privacy.secagg import secagg_mod

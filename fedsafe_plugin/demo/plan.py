@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedsafe_plugin.config import FedSafeConfig
+from fedsafe_plugin.training.local import TrainSettings
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,10 @@ class Plan:
     data_dir: str | None = None
     eval_limit: int = 0  # contrasts per evaluation set; 0 = the whole suite
     overrides: dict[str, Any] = field(default_factory=dict)  # `fedsafe.*` keys given with --set
+
+    def train_settings(self, batch_size: int | None = None) -> TrainSettings:
+        """One client's local training settings (a larger batch for the centralized arm)."""
+        return TrainSettings(self.local_steps, batch_size or self.batch_size, self.lr, self.beta, self.max_length, self.seed)
 
 
 def _has_module(name: str) -> bool:

@@ -59,12 +59,12 @@ def run_centralized(plan: Plan, arm: Arm, echo: Printer = print) -> dict[str, An
     from fedsafe_plugin.demo.federation import build_federation
     from fedsafe_plugin.eval.harness import evaluate
     from fedsafe_plugin.training.data import encode_pairs
-    from fedsafe_plugin.training.local import TrainSettings, train_dpo
+    from fedsafe_plugin.training.local import train_dpo
 
     fed, corpus = build_federation(plan, poisoned=False)
     model, tokenizer = fresh_lora_model(plan.model, tuple(corpus) if corpus is not None else None, plan.seed)
     pairs = encode_pairs(tokenizer, [p.as_record() for p in fed.benign_pool], plan.max_length)
-    settings = TrainSettings(plan.local_steps, plan.batch_size * plan.clients, plan.lr, plan.beta, plan.max_length, plan.seed)
+    settings = plan.train_settings(plan.batch_size * plan.clients)
     rows, started = [], time.perf_counter()
     for r in range(plan.rounds + 1):
         if r:
