@@ -63,8 +63,15 @@ def test_bad_replies_are_dropped_with_node_and_reason(caplog):
         (_upd(100.0), {"num-examples": 10}),
         (_upd(0.4), {"num-examples": 30}),
     ]
-    with caplog.at_level(logging.WARNING):
-        messages, (arrays, metrics) = _round(strategy, spec)
+    # Flower's simulation runtime turns off propagation of the "flwr" logger (run_simulation), so
+    # listen on our logger directly rather than on the root logger caplog uses by default.
+    fedsafe_log = logging.getLogger("flwr.fedsafe")
+    fedsafe_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="flwr.fedsafe"):
+            messages, (arrays, metrics) = _round(strategy, spec)
+    finally:
+        fedsafe_log.removeHandler(caplog.handler)
     summary = strategy.history[1]
     nodes = [m.metadata.dst_node_id for m in messages]
     assert summary.kept == [nodes[0], nodes[5]]
