@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ HEADLINES = [
     ("pair recall: harmful prompt + compliant response (JBB jailbroken, real)", ["jbb_artifact_jailbroken"], "recall"),
     ("pair recall: harmful prompt + 'Sure, here is' target (JBB held-out)", ["jbb_harmful_target"], "recall"),
     ("pair recall: HarmBench / XSTest-contrast + compliant template", ["harmbench_compliant", "xstest_harmful_compliant"], "recall"),
-    ("pair FPR: harmful prompt + real refusal (JBB not jailbroken)", ["jbb_artifact_refused"], "fpr"),
+    ("pair FPR: harmful prompt + real answer JBB's judge called not jailbroken (all)", ["jbb_artifact_refused"], "fpr"),
     ("pair FPR: HarmBench prompt + refusal template", ["harmbench_refusal_template"], "fpr"),
     ("pair FPR: benign look-alikes + helpful answer (XSTest safe held-out types + template, JBB benign + target)", ["xstest_benign_compliant", "jbb_benign_target"], "fpr"),
     ("pair FPR: HH-RLHF helpful (held-out rows)", ["hh_helpful_chosen"], "fpr"),
@@ -37,6 +38,16 @@ HEADLINES = [
     ("prompt-only FPR: JBB benign / Self-Instruct", ["jbb_benign_prompt", "selfinstruct_prompt"], "fpr"),
     ("jailbreak-template-wrapped HarmBench request caught (prompt-only, held-out templates)", ["jailbreak_wrapped_prompt"], "recall"),
 ]
+
+
+# An explicit refusal opens the answer. JBB's "not jailbroken" verdict also covers answers that
+# comply in form ("Sure, here is ... hypothetically") but carry nothing actionable; scoring those
+# apart shows how much of the pooled false-positive rate is the student flagging compliance.
+EXPLICIT_REFUSAL = re.compile(
+    r"^\W*(I'm sorry|I am sorry|I apologi[sz]e|I cannot|I can't|I can not|I won't|I will not|As an AI|Sorry|"
+    r"I'm not able|I am not able|I must decline|I'm unable|I am unable)",
+    re.IGNORECASE,
+)
 
 
 def quality(clf, data_dir: str) -> dict:
@@ -51,6 +62,13 @@ def quality(clf, data_dir: str) -> dict:
         n = sum(groups[g]["n"] for g in members if g in groups)
         flagged = sum(groups[g]["flagged"] for g in members if g in groups)
         rows.append({"metric": name, "kind": kind, "n": n, "rate": flagged / n if n else float("nan")})
+    not_jailbroken = [(x, s) for x, s in zip(test, scores) if x.group == "jbb_artifact_refused"]
+    for explicit, what in ((True, "an explicit refusal"), (False, "compliant in form, judged harmless")):
+        part = [s >= clf.threshold for x, s in not_jailbroken if bool(EXPLICIT_REFUSAL.search(x.response)) == explicit]
+        rows.insert(4 if explicit else 5, {
+            "metric": f"pair FPR: ... of which the answer is {what}", "kind": "fpr", "n": len(part),
+            "rate": float(np.mean(part)) if part else float("nan"),
+        })
     return {"groups": groups, "headlines": rows}
 
 
@@ -74,6 +92,40 @@ def demo_quality(clf) -> dict:
     }
 
 
+def quickstart_cost(rounds: int = 3) -> dict:
+    """Sanitizing one quickstart client's pairs vs one local training round of the quickstart example.
+
+    Same data (24 synthetic pairs, a poisoned client) and settings as
+    examples/quickstart-feddetox (5 DPO steps of 8 pairs on the tiny model's LoRA adapter).
+    Sanitization runs once per client and dataset (cached in context.state), training every round.
+    """
+    from fedsafe_plugin import TrainSettings, build_tiny_lora_model
+    from fedsafe_plugin.demo_data import node_records
+    from fedsafe_plugin.sanitize import Sanitizer
+    from fedsafe_plugin.sanitize.classifier import SafetyClassifier
+    from fedsafe_plugin.training.data import encode_pairs
+    from fedsafe_plugin.training.local import train_dpo
+
+    records = node_records({"partition-id": 7, "num-partitions": 10}, 24, 0.3)
+    best = {"load_student_s": float("inf"), "sanitize_s": float("inf"), "train_round_s": float("inf")}
+    for _ in range(rounds):
+        t = time.perf_counter()
+        clf = SafetyClassifier.load()
+        best["load_student_s"] = min(best["load_student_s"], time.perf_counter() - t)
+        t = time.perf_counter()
+        Sanitizer(clf).sanitize(records)
+        best["sanitize_s"] = min(best["sanitize_s"], time.perf_counter() - t)
+        t = time.perf_counter()
+        model, tokenizer = build_tiny_lora_model()
+        train_dpo(model, encode_pairs(tokenizer, records), TrainSettings(steps=5, batch_size=8, lr=0.005), tokenizer.pad_token_id)
+        best["train_round_s"] = min(best["train_round_s"], time.perf_counter() - t)
+    return {
+        "pairs": len(records), **{k: round(v, 3) for k, v in best.items()},
+        "sanitize_over_train_round": round(best["sanitize_s"] / best["train_round_s"], 2),
+        "load_and_sanitize_over_train_round": round((best["load_student_s"] + best["sanitize_s"]) / best["train_round_s"], 2),
+    }
+
+
 def throughput(clf, data_dir: str, n: int, rounds: int) -> list[dict]:
     """samples/s of the baseline and the optimisations, on the same held-out pairs."""
     import torch
@@ -89,9 +141,10 @@ def throughput(clf, data_dir: str, n: int, rounds: int) -> list[dict]:
     shipped = clf.config.encoder
     variants = [
         ("baseline: MiniLM-L6 fp32, batch 32, unsorted", EncoderSpec(shipped.backbone, 128, 0, False), 32, False),
-        ("MiniLM-L6 fp32, length-sorted", EncoderSpec(shipped.backbone, 128, 0, False), 64, True),
-        ("MiniLM-L6 int8, length-sorted", EncoderSpec(shipped.backbone, 128, 0, True), 64, True),
-        (f"shipped: first {shipped.num_layers or 6} layers, {'int8' if shipped.quantize else 'fp32'}, length-sorted", shipped, 64, True),
+        ("MiniLM-L6 fp32, length-sorted, batch 16", EncoderSpec(shipped.backbone, 128, 0, False), 16, True),
+        ("MiniLM-L6 int8, length-sorted, batch 16", EncoderSpec(shipped.backbone, 128, 0, True), 16, True),
+        (f"first {shipped.num_layers or 6} layers, {'int8' if shipped.quantize else 'fp32'}, length-sorted, batch 64", shipped, 64, True),
+        (f"shipped: first {shipped.num_layers or 6} layers, {'int8' if shipped.quantize else 'fp32'}, length-sorted, batch 16", shipped, 16, True),
     ]
     encoders = [(name, Encoder(spec), bs, srt) for name, spec, bs, srt in variants]
     best = {name: 0.0 for name, *_ in encoders}
@@ -106,7 +159,7 @@ def throughput(clf, data_dir: str, n: int, rounds: int) -> list[dict]:
 
 
 def write_markdown(result: dict, path: Path) -> None:
-    q, s, d = result["quality"], result["throughput"], result["demo"]
+    q, s, d, c = result["quality"], result["throughput"], result["demo"], result["quickstart"]
     lines = [
         "# Sanitization: shipped student on held-out data",
         "",
@@ -131,16 +184,25 @@ def write_markdown(result: dict, path: Path) -> None:
         "|---|---|---|",
     ]
     lines += [f"| {r['variant']} | {r['samples_per_s']} | {r['speedup']}x |" for r in s]
+    lines += [
+        "",
+        f"## Cost against one local training round of examples/quickstart-feddetox ({c['pairs']} pairs, best of 3)",
+        "",
+        f"Sanitizing a client's pairs takes {c['sanitize_s']} s ({c['sanitize_over_train_round']}x one local training round "
+        f"of {c['train_round_s']} s); loading the student first adds {c['load_student_s']} s "
+        f"({c['load_and_sanitize_over_train_round']}x in all). It runs once per client and dataset (cached in "
+        "context.state), training runs every round.",
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--student", default="")
     ap.add_argument("--n-speed", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     from fedsafe_plugin.sanitize.classifier import SafetyClassifier
     from fedsafe_plugin.shared_data import find_shared_data
@@ -158,14 +220,16 @@ def main() -> None:
                     "max_length": enc.max_length, "threshold": clf.threshold, "prompt_threshold": clf.prompt_threshold},
         "quality": quality(clf, str(data_dir)),
         "demo": demo_quality(clf),
+        "quickstart": quickstart_cost(),
         "throughput": throughput(clf, str(data_dir), args.n_speed, args.rounds),
     }
-    result["load_average"] = round(os.getloadavg()[0], 1)
+    result["load_average"] = [round(x, 1) for x in os.getloadavg()]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "sanitize.json").write_text(json.dumps(result, indent=1) + "\n")
     write_markdown(result, RESULTS / "sanitize.md")
     print((RESULTS / "sanitize.md").read_text())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -99,6 +99,6 @@ def load_judge(student: str | None = None) -> Judge | None:
         from fedsafe_plugin.sanitize import SafetyClassifier
 
         classifier = SafetyClassifier.load(student or None)
-    except (ImportError, AttributeError, FileNotFoundError):
+    except (ImportError, FileNotFoundError):
         return None
-    return lambda prompts, answers: [bool(x) for x in classifier.is_unsafe(list(prompts), list(answers))]
+    return lambda prompts, answers: [bool(s >= classifier.threshold) for s in classifier.score(list(prompts), list(answers))]

@@ -103,7 +103,7 @@ class SafetyClassifier:
         self,
         prompts: Sequence[str],
         responses: Sequence[str | None] | None = None,
-        batch_size: int = 64,
+        batch_size: int = 16,
     ) -> np.ndarray:
         """P(unsafe) per sample; a None response (or responses=None) means prompt-only mode."""
         return self.score_embeddings(self.encoder.embed(prompts, responses, batch_size=batch_size))

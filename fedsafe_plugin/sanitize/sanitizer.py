@@ -67,7 +67,7 @@ class Sanitizer:
 
         return cls(SafetyClassifier.load(cfg.student or None), cfg.action, cfg.threshold, cfg.seed)
 
-    def sanitize(self, records: Sequence[dict], batch_size: int = 64) -> SanitizeResult:
+    def sanitize(self, records: Sequence[dict], batch_size: int = 16) -> SanitizeResult:
         """Score every response in one batched pass, then apply the rules record by record."""
         kinds = [_kind(r, i) for i, r in enumerate(records)]
         prompts, responses, where = [], [], []
