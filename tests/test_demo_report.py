@@ -20,17 +20,25 @@ def test_parse_set_types_and_errors():
         parse_set(["privacy.epsilon=4"])
 
 
-def test_arm_config_switches_only_installed_parts_and_applies_overrides():
+def test_arm_config_switches_and_applies_overrides():
     plan = Plan(rounds=4, local_steps=7, overrides={"fedsafe.privacy.epsilon": 2.0})
-    feddetox = DEMO_ARMS[1]
-    on = arm_config(plan, feddetox, {"sanitize": True, "dp": True, "secagg": True})
+    unsanitized, feddetox = DEMO_ARMS
+    on = arm_config(plan, feddetox)
     assert on.sanitize.enabled and on.privacy.enabled and on.secagg.mode == "secagg+"
     assert (on.privacy.rounds, on.privacy.local_steps, on.privacy.epsilon) == (4, 7, 2.0)
-    off = arm_config(plan, feddetox, {"sanitize": False, "dp": False, "secagg": False})
-    assert not off.sanitize.enabled and not off.privacy.enabled and off.secagg.mode == "none"
-    assert not arm_config(plan, DEMO_ARMS[0], {"sanitize": True, "dp": True, "secagg": True}).sanitize.enabled
+    assert not arm_config(plan, unsanitized).sanitize.enabled
+    off = arm_config(Plan(overrides={"fedsafe.privacy.enabled": False}), feddetox)
+    assert off.sanitize.enabled and not off.privacy.enabled  # overrides win over the arm's switches
     with pytest.raises(ConfigError):
-        arm_config(Plan(overrides={"fedsafe.nope": 1}), Arm("x", "x"), {"sanitize": False, "dp": False, "secagg": False})
+        arm_config(Plan(overrides={"fedsafe.nope": 1}), Arm("x", "x"))
+
+
+def test_missing_student_folder_is_a_clear_error(tmp_path):
+    from fedsafe_plugin.demo.runner import run_arms
+
+    plan = Plan(overrides={"fedsafe.sanitize.student": str(tmp_path / "nope")})
+    with pytest.raises(FileNotFoundError, match="not a student folder"):
+        run_arms(plan, DEMO_ARMS, lambda line: None)
 
 
 def _arm(harm: list[float], utility: float, over: float, label: str) -> dict:
@@ -42,7 +50,7 @@ def _arm(harm: list[float], utility: float, over: float, label: str) -> dict:
 def test_report_files_and_goals(tmp_path):
     arms = {"benign": _arm([0.5, 0.1], 0.80, 0.05, "b"), "unsanitized": _arm([0.5, 0.9], 0.80, 0.0, "u"),
             "feddetox": _arm([0.5, 0.1], 0.79, 0.05, "f")}
-    report = write_report(tmp_path, "t", Plan(rounds=1), {"features_installed": {"dp": True}, "arms": arms})
+    report = write_report(tmp_path, "t", Plan(rounds=1), {"arms": arms})
     assert {"report.json", "report.md", "harmful_rate.png", "epsilon.png", "utility.png"} <= {p.name for p in tmp_path.iterdir()}
     saved = json.loads((tmp_path / "report.json").read_text())
     assert [r["arm"] for r in saved["summary"]] == ["benign", "unsanitized", "feddetox"]

@@ -6,7 +6,6 @@ only in their data (poisoned or not) and the fedsafe features switched on.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,41 +50,15 @@ class Plan:
         return TrainSettings(self.local_steps, batch_size or self.batch_size, self.lr, self.beta, self.max_length, self.seed)
 
 
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def available_features(student_dir: str = "") -> dict[str, bool]:
-    """Which fedsafe parts are installed and usable (each arm switches on only what exists).
-
-    Sanitization needs the sanitizer and a student: `student_dir` or the shipped one.
-    """
-    student = False
-    if _has_module("fedsafe_plugin.sanitize.sanitizer") and _has_module("fedsafe_plugin.sanitize.classifier"):
-        from pathlib import Path
-
-        from fedsafe_plugin.sanitize.classifier import CONFIG_NAME, SHIPPED_STUDENT
-
-        student = ((Path(student_dir) if student_dir else SHIPPED_STUDENT) / CONFIG_NAME).is_file()
-    return {
-        "sanitize": student,
-        "dp": _has_module("fedsafe_plugin.training.dp"),
-        "secagg": _has_module("fedsafe_plugin.privacy.secagg.server"),
-    }
-
-
-def arm_config(plan: Plan, arm: Arm, features: dict[str, bool]) -> FedSafeConfig:
-    """The arm's fedsafe settings: its switches (where installed), then the user's overrides."""
+def arm_config(plan: Plan, arm: Arm) -> FedSafeConfig:
+    """The arm's fedsafe settings: its switches, then the user's overrides."""
     values: dict[str, Any] = {
-        "fedsafe.sanitize.enabled": arm.sanitize and features["sanitize"],
-        "fedsafe.privacy.enabled": arm.dp and features["dp"],
+        "fedsafe.sanitize.enabled": arm.sanitize,
+        "fedsafe.privacy.enabled": arm.dp,
         "fedsafe.privacy.rounds": plan.rounds,
         "fedsafe.privacy.local-steps": plan.local_steps,
         "fedsafe.privacy.batch-size": plan.batch_size,
-        "fedsafe.secagg.mode": "secagg+" if arm.secagg and features["secagg"] else "none",
+        "fedsafe.secagg.mode": "secagg+" if arm.secagg else "none",
     }
     values.update(plan.overrides)
     return FedSafeConfig.from_run_config(values)

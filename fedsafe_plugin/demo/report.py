@@ -75,8 +75,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# {report['title']}", "",
         f"{plan['clients']} clients, {plan['rounds']} rounds, {100 * plan['poison_fraction']:.0f}% poisoned pairs, "
-        f"model `{plan['model']}`, data: {plan['data_dir'] or 'package synthetic data'}. "
-        f"Installed fedsafe parts: {', '.join(k for k, v in report['features_installed'].items() if v) or 'none'}.",
+        f"model `{plan['model']}`, data: {plan['data_dir'] or 'package synthetic data'}.",
         "", "Rates are on held-out prompts (length-normalised log-prob preference); before -> after training.", "",
         "| arm | fedsafe on | harmful | jailbreak | over-refusal | utility | epsilon spent | bytes on the wire |",
         "|---|---|---|---|---|---|---|---|",

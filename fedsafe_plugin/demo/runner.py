@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fedsafe_plugin.demo.plan import Arm, Plan, arm_config, available_features, switched_on
+from fedsafe_plugin.demo.plan import Arm, Plan, arm_config, switched_on
 
 Printer = Callable[[str], None]
 
@@ -24,7 +24,7 @@ def format_row(arm: str, rounds: int, row: dict[str, Any]) -> str:
     )
 
 
-def run_federated(plan: Plan, arm: Arm, features: dict[str, bool], echo: Printer = print) -> dict[str, Any]:
+def run_federated(plan: Plan, arm: Arm, echo: Printer = print) -> dict[str, Any]:
     """One federated arm under `flwr.simulation.run_simulation`; returns its rounds and settings."""
     from flwr.simulation import run_simulation
 
@@ -32,7 +32,7 @@ def run_federated(plan: Plan, arm: Arm, features: dict[str, bool], echo: Printer
     from fedsafe_plugin.demo.federation import build_federation
 
     fed, corpus = build_federation(plan, arm.poisoned)
-    config = arm_config(plan, arm, features)
+    config = arm_config(plan, arm)
     sink: dict[str, Any] = {}
     server = build_server_app(plan, fed, corpus, config, sink, lambda row: echo(format_row(arm.name, plan.rounds, row)))
     client = build_client_app(plan, fed, corpus, config)
@@ -82,16 +82,20 @@ def run_centralized(plan: Plan, arm: Arm, echo: Printer = print) -> dict[str, An
 
 def run_arms(plan: Plan, arms: Sequence[Arm], echo: Printer = print) -> dict[str, Any]:
     """Every arm with the same plan; the report's `arms` section plus what was installed."""
+    student = str(plan.overrides.get("fedsafe.sanitize.student", ""))
+    if student and any(a.sanitize for a in arms):
+        from pathlib import Path
+
+        from fedsafe_plugin.sanitize.classifier import CONFIG_NAME
+
+        if not (Path(student) / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"fedsafe.sanitize.student={student!r} is not a student folder ({CONFIG_NAME} missing)")
     from fedsafe_plugin.demo.apps import quiet_library_warnings
 
     logging.getLogger("flwr").setLevel(logging.ERROR)
     quiet_library_warnings()
-    features = available_features(str(plan.overrides.get("fedsafe.sanitize.student", "")))
-    missing = [k for k, v in features.items() if not v]
-    if missing:
-        echo(f"note: not installed, so switched off in every arm: {', '.join(missing)}")
     results = {}
     for arm in arms:
         echo(f"== arm {arm.name}: {arm.label}")
-        results[arm.name] = run_centralized(plan, arm, echo) if arm.centralized else run_federated(plan, arm, features, echo)
-    return {"features_installed": features, "arms": results}
+        results[arm.name] = run_centralized(plan, arm, echo) if arm.centralized else run_federated(plan, arm, echo)
+    return {"arms": results}
