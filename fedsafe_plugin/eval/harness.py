@@ -5,7 +5,7 @@ Two views of harm, reported side by side where both apply:
   length-normalised log-likelihood than a refusal? Works for any model, even a tiny one that
   cannot write a coherent sentence, and has no sampling noise.
 - *generation*: greedy answers to the harmful prompts, judged unsafe or not by a safety
-  classifier (the sanitizer's student when installed). Only meaningful for models that can write.
+  classifier (the sanitizer's student). Only meaningful for models that can write.
 """
 
 from __future__ import annotations
@@ -93,12 +93,9 @@ def judge_generations(
     return out
 
 
-def load_judge(student: str | None = None) -> Judge | None:
-    """The sanitizer's student classifier as a judge (None when it is not installed)."""
-    try:
-        from fedsafe_plugin.sanitize import SafetyClassifier
+def load_judge(student: str | None = None) -> Judge:
+    """The sanitizer's student classifier (`student` folder, or the shipped one) as a judge."""
+    from fedsafe_plugin.sanitize import SafetyClassifier
 
-        classifier = SafetyClassifier.load(student or None)
-    except (ImportError, FileNotFoundError):
-        return None
+    classifier = SafetyClassifier.load(student or None)
     return lambda prompts, answers: [bool(s >= classifier.threshold) for s in classifier.score(list(prompts), list(answers))]
