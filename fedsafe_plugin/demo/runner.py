@@ -82,14 +82,10 @@ def run_centralized(plan: Plan, arm: Arm, echo: Printer = print) -> dict[str, An
 
 def run_arms(plan: Plan, arms: Sequence[Arm], echo: Printer = print) -> dict[str, Any]:
     """Every arm with the same plan: the report's `arms` section (a bad student path fails first)."""
-    student = str(plan.overrides.get("fedsafe.sanitize.student", ""))
-    if student and any(a.sanitize for a in arms):
-        from pathlib import Path
+    if any(a.sanitize for a in arms):
+        from fedsafe_plugin.sanitize.classifier import student_config_file
 
-        from fedsafe_plugin.sanitize.classifier import CONFIG_NAME
-
-        if not (Path(student) / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"fedsafe.sanitize.student={student!r} is not a student folder ({CONFIG_NAME} missing)")
+        student_config_file(plan.overrides.get("fedsafe.sanitize.student"))  # a bad path fails before any arm runs
     from fedsafe_plugin.demo.apps import quiet_library_warnings
 
     logging.getLogger("flwr").setLevel(logging.ERROR)

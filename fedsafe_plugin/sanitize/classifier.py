@@ -15,11 +15,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedsafe_plugin.sanitize.encoder import Encoder, EncoderSpec
+from fedsafe_plugin.sanitize.encoder import SCORE_BATCH, Encoder, EncoderSpec
 
 SHIPPED_STUDENT = Path(__file__).resolve().parent / "student"
 CONFIG_NAME = "student.json"
 HEAD_NAME = "head.safetensors"
+
+
+def student_config_file(path: str | Path | None = None) -> Path:
+    """The student.json of a student folder (None or '' = the shipped one); a clear error if absent."""
+    folder = Path(path) if path else SHIPPED_STUDENT
+    cfg_file = folder / CONFIG_NAME
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{folder} is not a student folder: {CONFIG_NAME} is missing")
+    return cfg_file
 
 
 class Head(nn.Module):
@@ -75,10 +84,8 @@ class SafetyClassifier:
     @classmethod
     def load(cls, path: str | Path | None = None, *, quantize: bool | None = None) -> SafetyClassifier:
         """Load a student folder (None or '' = the shipped student); `quantize` overrides its setting."""
-        folder = Path(path) if path else SHIPPED_STUDENT
-        cfg_file = folder / CONFIG_NAME
-        if not cfg_file.is_file():
-            raise FileNotFoundError(f"{folder} is not a student folder: {CONFIG_NAME} is missing")
+        cfg_file = student_config_file(path)
+        folder = cfg_file.parent
         config = StudentConfig.from_dict(json.loads(cfg_file.read_text()))
         if quantize is not None:
             config.encoder = EncoderSpec(**{**asdict(config.encoder), "quantize": quantize})
@@ -103,7 +110,7 @@ class SafetyClassifier:
         self,
         prompts: Sequence[str],
         responses: Sequence[str | None] | None = None,
-        batch_size: int = 16,
+        batch_size: int = SCORE_BATCH,
     ) -> np.ndarray:
         """P(unsafe) per sample; a None response (or responses=None) means prompt-only mode."""
         return self.score_embeddings(self.encoder.embed(prompts, responses, batch_size=batch_size))

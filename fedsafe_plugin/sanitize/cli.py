@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from fedsafe_plugin.sanitize.encoder import SCORE_BATCH
 from fedsafe_plugin.shared_data import iter_jsonl
 
 
@@ -127,7 +128,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", required=True)
     p.add_argument("--student", default="", help="student folder (default: the shipped one)")
     p.add_argument("--threshold", type=float, default=None, help="default: the student's calibrated one")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=SCORE_BATCH)
     p.set_defaults(handler=_classify)
 
     p = subparsers.add_parser("sanitize", help="Rewrite unsafe preference pairs / SFT samples; print audit counts.")

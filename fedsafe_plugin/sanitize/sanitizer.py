@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedsafe_plugin.sanitize.encoder import SCORE_BATCH
 from fedsafe_plugin.sanitize.refusals import choose_refusal
 
 ACTIONS = ("replace", "drop", "flag")
@@ -67,7 +68,7 @@ class Sanitizer:
 
         return cls(SafetyClassifier.load(cfg.student or None), cfg.action, cfg.threshold, cfg.seed)
 
-    def sanitize(self, records: Sequence[dict], batch_size: int = 16) -> SanitizeResult:
+    def sanitize(self, records: Sequence[dict], batch_size: int = SCORE_BATCH) -> SanitizeResult:
         """Score every response in one batched pass, then apply the rules record by record."""
         kinds = [_kind(r, i) for i, r in enumerate(records)]
         prompts, responses, where = [], [], []
