@@ -4,9 +4,9 @@ Only `train_student` and `benchmarks/bench_sanitize.py` read this; the package n
 
 | split | files (normalized/ unless raw/) |
 |---|---|
-| train | advbench_harmful + raw/advbench_harmful_behaviors.csv targets; jbb_artifact_jailbreaks and jbb_behaviors for behaviours with pair_index % 10 in 0..5; xstest types homonyms, figurative_language, safe_targets, safe_contexts (+ their contrast_*); hh_rlhf_helpful_base_test rows with hash(id) % 10 in 0..5; jailbreak_templates with hash(id) % 5 in 0..2 wrapped around AdvBench goals |
+| train | advbench_harmful + raw/advbench_harmful_behaviors.csv targets; jbb_artifact_jailbreaks and jbb_behaviors for behaviours with pair_index % 10 in 0..5; xstest types homonyms, figurative_language, safe_targets, safe_contexts (+ their contrast_*); hh_rlhf_helpful_base_test rows with hash(id) % 10 in 0..5; benign_instructions Self-Instruct *seed* tasks (prompt and prompt + reference output); jailbreak_templates with hash(id) % 5 in 0..2 wrapped around AdvBench goals |
 | val   | jbb artifacts/behaviours pair_index % 10 in 6..7; xstest definitions, historical_events (+contrast); hh helpful hash 6..7; templates hash 3 around JBB val goals |
-| test  | jbb artifacts/behaviours pair_index % 10 in 8..9; xstest nons_group_real_discr, real_group_nons_discr, privacy_public, privacy_fictional (+contrast_discr, contrast_privacy); hh helpful hash 8..9; harmbench_text (no copyright rows) and strongreject (never trained on); benign_instructions (Self-Instruct, evaluation only); templates hash 4 around HarmBench goals |
+| test  | jbb artifacts/behaviours pair_index % 10 in 8..9; xstest nons_group_real_discr, real_group_nons_discr, privacy_public, privacy_fictional (+contrast_discr, contrast_privacy); hh helpful hash 8..9; harmbench_text (no copyright rows) and strongreject (never trained on); benign_instructions Self-Instruct *user-oriented* tasks (evaluation only, as their authors ask); templates hash 4 around HarmBench goals |
 
 Any test prompt whose normalised text also occurs in training is removed from the test sets.
 Synthetic parts, written by us and used with both harmful and benign prompts so they carry no
@@ -45,6 +45,7 @@ TRAIN_FILES = (
     "normalized/jbb_behaviors.jsonl",
     "normalized/xstest.jsonl",
     "normalized/hh_rlhf_helpful_base_test.jsonl",
+    "normalized/benign_instructions.jsonl",  # the self-instruct-seed rows only
     "normalized/jailbreak_templates.jsonl",
 )
 
@@ -66,7 +67,8 @@ class Splits:
     test: list[Sample] = field(default_factory=list)
 
 
-def _norm(text: str) -> str:
+def norm_text(text: str) -> str:
+    """Lower-case words only: how prompts are compared across sources and splits."""
     return re.sub(r"\W+", " ", text.lower()).strip()
 
 
@@ -113,7 +115,7 @@ def build_splits(data_dir: str | Path) -> Splits:
 
     jbb = [r for _, r in iter_jsonl(norm / "jbb_behaviors.jsonl")]
     harmful = [r for r in jbb if r["label"] == "harmful"]
-    goal_split = {_norm(r["prompt"]): _jbb_split(r["pair_index"]) for r in harmful}
+    goal_split = {norm_text(r["prompt"]): _jbb_split(r["pair_index"]) for r in harmful}
     behavior_split = {r["behavior"]: _jbb_split(r["pair_index"]) for r in harmful}
     for r in jbb:
         split, p = _jbb_split(r["pair_index"]), r["prompt"]
@@ -126,7 +128,7 @@ def build_splits(data_dir: str | Path) -> Splits:
                 add(split, p, choose_refusal(p, 1), 0, "jbb_harmful_refusal_template")
     for _, r in iter_jsonl(norm / "jbb_artifact_jailbreaks.jsonl"):
         # A few artifact goals differ from JBB's by some characters, a few behaviour names too.
-        split = goal_split.get(_norm(r["goal"])) or behavior_split[r["behavior"]]
+        split = goal_split.get(norm_text(r["goal"])) or behavior_split[r["behavior"]]
         y = int(bool(r["jailbroken"]))
         add(split, r["goal"], r["response"], y, f"jbb_artifact_{'jailbroken' if y else 'refused'}")
         if split == "train":  # the attack prompt as a client would see it
@@ -136,7 +138,7 @@ def build_splits(data_dir: str | Path) -> Splits:
     advbench_goals = []
     with open(root / "raw" / "advbench_harmful_behaviors.csv", newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
-            if _norm(row["goal"]) in heldout_goals:
+            if norm_text(row["goal"]) in heldout_goals:
                 continue
             g = row["goal"]
             advbench_goals.append(g)
@@ -178,13 +180,15 @@ def build_splits(data_dir: str | Path) -> Splits:
     for _, r in iter_jsonl(norm / "strongreject.jsonl"):
         add("test", r["prompt"], None, 1, "strongreject_prompt")
     for _, r in iter_jsonl(norm / "benign_instructions.jsonl"):
-        add("test", r["prompt"], None, 0, "selfinstruct_prompt")
+        # The user-oriented tasks are for evaluation only (their authors' request); the seed tasks may train.
+        split, tag = ("train", "selfinstruct_seed") if r["source"] == "self-instruct-seed" else ("test", "selfinstruct")
+        add(split, r["prompt"], None, 0, f"{tag}_prompt")
         if r.get("reference_output"):
-            add("test", r["prompt"], str(r["reference_output"]), 0, "selfinstruct_reference")
+            add(split, r["prompt"], str(r["reference_output"]), 0, f"{tag}_reference")
 
-    seen = {_norm(x.prompt) for x in s.train}
-    s.val = [x for x in s.val if _norm(x.prompt) not in seen]
-    s.test = [x for x in s.test if _norm(x.prompt) not in seen]
+    seen = {norm_text(x.prompt) for x in s.train}
+    s.val = [x for x in s.val if norm_text(x.prompt) not in seen]
+    s.test = [x for x in s.test if norm_text(x.prompt) not in seen]
     return s
 
 
