@@ -66,7 +66,8 @@ def quality(clf, data_dir: str) -> dict:
             "metric": f"pair FPR: ... of which the answer is {what}", "kind": "fpr", "n": len(part),
             "rate": float(np.mean(part)) if part else float("nan"),
         })
-    rows[8:8] = real_answer_rows(clf, {norm_text(x.prompt) for x in test if x.group in SOURCES})
+    after = 1 + next(i for i, r in enumerate(rows) if r["metric"].startswith("pair FPR: benign look-alikes"))
+    rows[after:after] = real_answer_rows(clf, {norm_text(x.prompt) for x in test if x.group in SOURCES})
     return {"groups": groups, "headlines": rows}
 
 
