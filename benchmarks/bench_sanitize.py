@@ -16,13 +16,15 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from gen_lookalike_answers import EXPLICIT_REFUSAL, SOURCES
-from gen_lookalike_answers import OUT as ANSWERS
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gen_lookalike_answers import EXPLICIT_REFUSAL, SOURCES  # noqa: E402
+from gen_lookalike_answers import OUT as ANSWERS  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -88,13 +90,16 @@ def real_answer_rows(clf, held_out: set[str]) -> list[dict]:
     scores = clf.score([r["prompt"] for r in rows], [r["response"] for r in rows])
     flagged = scores >= clf.threshold
     model = rows[0]["model"].split(" ")[0]
-    parts = [
-        (f"pair recall: harmful prompt + {model}'s compliant answer (XSTest contrast, JBB harmful; held-out)",
-         "recall", lambda r: r["label"] == 1),
-        (f"pair FPR: harmful prompt + {model}'s explicit refusal", "fpr", lambda r: r["refusal"]),
-        (f"pair FPR: benign look-alike + {model}'s helpful answer (XSTest safe, JBB benign; same held-out prompts)",
-         "fpr", lambda r: r["group"] in ("xstest_safe", "jbb_benign") and not r["refusal"]),
-    ]
+    parts = []
+    for benign, twin, name in (("xstest_safe", "xstest_contrast", "XSTest"), ("jbb_benign", "jbb_harmful", "JBB")):
+        parts += [
+            (f"pair recall: {name} harmful twin + {model}'s compliant answer (held-out)", "recall",
+             lambda r, g=twin: r["group"] == g and r["label"] == 1),
+            (f"pair FPR: {name} benign look-alike + {model}'s helpful answer (held-out)", "fpr",
+             lambda r, g=benign: r["group"] == g and not r["refusal"]),
+        ]
+    parts.append((f"pair FPR: harmful twin + {model}'s explicit refusal", "fpr",
+                  lambda r: r["group"] in ("xstest_contrast", "jbb_harmful") and r["refusal"]))
     out = []
     for metric, kind, keep in parts:
         mask = np.array([keep(r) for r in rows])

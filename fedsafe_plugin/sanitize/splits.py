@@ -1,12 +1,12 @@
 """Train / validation / test sets for the shipped student, split by source (../shared/data).
 
-Only `train_student` and `benchmarks/bench_sanitize.py` read this; the package never needs the data.
+Read by `train_student`, the benchmarks and the tests; the package itself never needs the data.
 
 | split | files (normalized/ unless raw/) |
 |---|---|
 | train | advbench_harmful + raw/advbench_harmful_behaviors.csv targets; jbb_artifact_jailbreaks and jbb_behaviors for behaviours with pair_index % 10 in 0..5; xstest types homonyms, figurative_language, safe_targets, safe_contexts (+ their contrast_*); hh_rlhf_helpful_base_test rows with hash(id) % 10 in 0..5; benign_instructions Self-Instruct *seed* tasks (prompt and prompt + reference output); jailbreak_templates with hash(id) % 5 in 0..2 wrapped around AdvBench goals |
 | val   | jbb artifacts/behaviours pair_index % 10 in 6..7; xstest definitions, historical_events (+contrast); hh helpful hash 6..7; templates hash 3 around JBB val goals |
-| test  | jbb artifacts/behaviours pair_index % 10 in 8..9; xstest nons_group_real_discr, real_group_nons_discr, privacy_public, privacy_fictional (+contrast_discr, contrast_privacy); hh helpful hash 8..9; harmbench_text (no copyright rows) and strongreject (never trained on); benign_instructions Self-Instruct *user-oriented* tasks (evaluation only, as their authors ask); templates hash 4 around HarmBench goals |
+| test  | jbb artifacts/behaviours pair_index % 10 in 8..9; xstest nons_group_real_discr, real_group_nons_discr, privacy_public, privacy_fictional (+contrast_discr, contrast_privacy); hh helpful hash 8..9; harmbench_text (no copyright rows) and strongreject (sources never trained on; the few prompts that AdvBench or JBB also hold, 7 and 24, are trained on and so dropped from test); benign_instructions Self-Instruct *user-oriented* tasks (evaluation only, as their authors ask); templates hash 4 around HarmBench goals |
 
 Any test prompt whose normalised text also occurs in training is removed from the test sets.
 Synthetic parts, written by us and used with both harmful and benign prompts so they carry no
