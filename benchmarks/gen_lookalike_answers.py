@@ -41,23 +41,6 @@ EXPLICIT_REFUSAL = re.compile(
 )
 
 
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy answers through the chat template, left-padded batches (a decoder-only model)."""
-    import torch
-
-    tokenizer.padding_side = "left"
-    answers: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        chats = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-                 for p in prompts[start : start + batch_size]]
-        enc = tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.inference_mode():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        answers += [a.strip() for a in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)]
-        print(f"{len(answers)}/{len(prompts)} answered", flush=True)
-    return answers
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=None)
@@ -66,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
 
+    from fedsafe_plugin.eval.harness import generate_answers
     from fedsafe_plugin.eval.models import SMOLLM2, load_causal_lm
     from fedsafe_plugin.sanitize.splits import build_splits
     from fedsafe_plugin.shared_data import find_shared_data
@@ -75,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("../shared/data not found; pass --data-dir")
     todo = [x for x in build_splits(data_dir).test if x.group in SOURCES]
     model, tokenizer = load_causal_lm(SMOLLM2)
-    answers = generate(model, tokenizer, [x.prompt for x in todo], args.max_new_tokens, args.batch_size)
+    answers = generate_answers(model, tokenizer, [x.prompt for x in todo], args.max_new_tokens, batch_size=args.batch_size)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as fh:

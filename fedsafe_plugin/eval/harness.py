@@ -56,23 +56,31 @@ def evaluate(
 
 def generate_answers(
     model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 48, progress: bool = True,
+    batch_size: int = 1,
 ) -> list[str]:
-    """Greedy answers, one prompt at a time (no padding subtleties across model families)."""
+    """Greedy answers through the chat template, in left-padded batches of `batch_size`.
+
+    The default of 1 pads nothing, so it behaves alike across model families; larger batches
+    are several times faster on CPU for decoder-only models that accept left padding.
+    """
     import torch
     from tqdm.auto import tqdm
 
     from fedsafe_plugin.training.data import encode_prompt
 
+    pad = tokenizer.pad_token_id or tokenizer.eos_token_id
     answers = []
     model.eval()
     with torch.inference_mode():
-        for prompt in tqdm(prompts, desc="generate", disable=not progress, leave=False):
-            ids = torch.tensor([encode_prompt(tokenizer, prompt)], dtype=torch.long)
+        for start in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress, leave=False):
+            encoded = [encode_prompt(tokenizer, p) for p in prompts[start : start + batch_size]]
+            width = max(len(e) for e in encoded)
+            ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], dtype=torch.long)
+            mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], dtype=torch.long)
             out = model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                do_sample=False, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
             )
-            answers.append(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip())
+            answers += [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
     return answers
 
 
