@@ -14,13 +14,14 @@ from fedsafe_plugin.training.dp import make_private
 from fedsafe_plugin.training.dpo import dpo_loss, pair_logps, reference_logps
 from fedsafe_plugin.training.lora import add_lora
 from fedsafe_plugin.training.tiny import TinySpec, build_tiny_model, build_tiny_tokenizer
+from devices import DEVICES
 
 BETA = 0.5
 N = 8
 
 
-def _build():
-    """Tiny Llama + LoRA in float64 (exact comparisons), N encoded pairs and their reference log-probs."""
+def _build(device: str):
+    """Tiny Llama + LoRA in float64 (exact comparisons) on `device`, N encoded pairs, reference log-probs."""
     tok = build_tiny_tokenizer()
     torch.manual_seed(0)  # peft draws lora_A from the global RNG
     model = add_lora(build_tiny_model(TinySpec(), tok), r=4).double()
@@ -30,14 +31,16 @@ def _build():
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    model.to(device)
     pairs = encode_pairs(tok, [p.as_record() for p in make_client_pairs(2, 3, N)], 48)
     ref = reference_logps(model, pairs, tok.pad_token_id)
     return model, pairs, ref, tok.pad_token_id
 
 
-@pytest.fixture(scope="module")
-def setup():
-    return _build()
+@pytest.fixture(scope="module", params=DEVICES)
+def setup(request):
+    """The same model and data on each device: on a GPU, Opacus clips and noises there."""
+    return _build(request.param)
 
 
 def _params(model):

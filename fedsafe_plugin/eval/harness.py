@@ -66,17 +66,18 @@ def generate_answers(
     import torch
     from tqdm.auto import tqdm
 
-    from fedsafe_plugin.training.data import encode_prompt
+    from fedsafe_plugin.training.data import encode_prompt, model_device
 
     pad = tokenizer.pad_token_id or tokenizer.eos_token_id
     answers = []
+    device = model_device(model)
     model.eval()
     with torch.inference_mode():
         for start in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress, leave=False):
             encoded = [encode_prompt(tokenizer, p) for p in prompts[start : start + batch_size]]
             width = max(len(e) for e in encoded)
-            ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], dtype=torch.long)
-            mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], dtype=torch.long)
+            ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], dtype=torch.long, device=device)
+            mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], dtype=torch.long, device=device)
             out = model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
             )

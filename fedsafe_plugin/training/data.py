@@ -56,6 +56,13 @@ def encode_pairs(tokenizer: Any, records: Sequence[dict], max_length: int = 128)
     return out
 
 
+def model_device(model: Any) -> Any:
+    """The device of the model's first parameter (CPU if it has none): batches are built there."""
+    import torch
+
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def collate(prompts: Sequence[list[int]], responses: Sequence[list[int]], pad_id: int):
     """Right-padded (input_ids, loss_mask); loss_mask marks the response tokens."""
     import torch

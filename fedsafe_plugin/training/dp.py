@@ -19,7 +19,7 @@ from typing import Any
 from fedsafe_plugin.config import PrivacyConfig
 from fedsafe_plugin.privacy.accounting import Ledger
 from fedsafe_plugin.privacy.budget import Budget, BudgetError, Plan, epsilon_of, noise_multiplier_for, sample_rate_for
-from fedsafe_plugin.training.data import EncodedPair
+from fedsafe_plugin.training.data import EncodedPair, model_device
 from fedsafe_plugin.training.dpo import dpo_loss, pair_logps, reference_logps, sft_loss
 from fedsafe_plugin.training.local import TrainSettings, trainable_parameters
 
@@ -29,11 +29,11 @@ NOISE = "fedsafe.dp.noise-multiplier"
 DELTA = "fedsafe.dp.delta"
 
 
-def _entropy_generator(seed: int | None = None) -> Any:
-    """A torch generator seeded from the OS (or `seed`, for tests): noise must not be predictable."""
+def _entropy_generator(seed: int | None = None, device: Any = "cpu") -> Any:
+    """A torch generator on `device`, seeded from the OS (or `seed`, for tests): noise must not be predictable."""
     import torch
 
-    return torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
+    return torch.Generator(device=device).manual_seed(secrets.randbits(63) if seed is None else seed)
 
 
 @dataclass
@@ -111,7 +111,8 @@ def make_private(
         max_grad_norm=budget.max_grad_norm,
         poisson_sampling=True,
         grad_sample_mode="hooks",
-        noise_generator=_entropy_generator(noise_seed),
+        # Opacus draws the noise on the parameters' device, which needs a generator there too.
+        noise_generator=_entropy_generator(noise_seed, model_device(model)),
     )
     # Opacus seeds Poisson sampling only in secure mode (torchcsprng); otherwise it would use
     # torch's global RNG, which any `torch.manual_seed` in the app makes predictable.

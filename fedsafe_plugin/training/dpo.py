@@ -9,13 +9,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fedsafe_plugin.training.data import EncodedPair, collate
+from fedsafe_plugin.training.data import EncodedPair, collate, model_device
 
 
 def sequence_logps(model: Any, input_ids: Any, loss_mask: Any, average: bool = False) -> Any:
-    """Sum (or mean) of log p(token) over the masked completion tokens of each row."""
+    """Sum (or mean) of log p(token) over the masked completion tokens of each row.
+
+    The batch moves to the model's device, so a model the app put on a GPU trains and scores there.
+    """
     import torch
 
+    device = model_device(model)
+    input_ids, loss_mask = input_ids.to(device), loss_mask.to(device)
     logits = model(input_ids=input_ids).logits[:, :-1]
     targets = input_ids[:, 1:]
     mask = loss_mask[:, 1:]

@@ -1,0 +1,107 @@
+"""Training, DP-SGD, evaluation and the adapter exchange follow a model the app put on a GPU.
+
+Each test runs the same float64 tiny model on the CPU and on CUDA and compares the results;
+the per-record clipping and noise checks run on both devices in test_dp_clipping.py.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from flwr.app import RecordDict
+
+from devices import needs_cuda
+from fedsafe_plugin.config import PrivacyConfig
+from fedsafe_plugin.demo_data import make_client_pairs
+from fedsafe_plugin.eval.harness import generate_answers
+from fedsafe_plugin.eval.scoring import score_responses
+from fedsafe_plugin.training.data import encode_pairs
+from fedsafe_plugin.training.dp import EPSILON, train_dpo_private
+from fedsafe_plugin.training.local import TrainSettings, train_dpo
+from fedsafe_plugin.training.lora import add_lora, get_adapter_arrays, set_adapter_arrays
+from fedsafe_plugin.training.tiny import TinySpec, build_tiny_model, build_tiny_tokenizer
+
+pytestmark = needs_cuda
+N = 12
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tok = build_tiny_tokenizer()
+    torch.manual_seed(0)  # peft draws lora_A from the global RNG
+    model = add_lora(build_tiny_model(TinySpec(), tok), r=4).double()
+    with torch.no_grad():  # a non-zero adapter, so every LoRA matrix gets a gradient
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(1))
+    records = [p.as_record() for p in make_client_pairs(0, 3, N)]
+    return tok, model, records
+
+
+def _on(model, device):
+    return copy.deepcopy(model).to(device)
+
+
+def _adapter(model):
+    return {k: torch.as_tensor(v) for k, v in get_adapter_arrays(model).to_torch_state_dict().items()}
+
+
+def test_dpo_round_on_gpu_matches_cpu(tiny):
+    tok, model, records = tiny
+    pairs = encode_pairs(tok, records, 48)
+    settings = TrainSettings(steps=3, batch_size=4, lr=0.01)
+    out = {}
+    for device in ("cpu", "cuda"):
+        m = _on(model, device)
+        loss = train_dpo(m, pairs, settings, tok.pad_token_id)["train-loss"]
+        out[device] = (loss, _adapter(m))
+    assert out["cuda"][0] == pytest.approx(out["cpu"][0], rel=1e-7)  # float64, other reduction orders
+    init = _adapter(model)
+    for key, cpu in out["cpu"][1].items():
+        gpu = out["cuda"][1][key]
+        assert gpu.device.type == "cpu"  # what goes on the wire is always host memory
+        # AdamW rescales near-zero gradients element by element, so compare whole updates.
+        assert (gpu - cpu).norm() <= 1e-3 * (cpu - init[key]).norm()
+    assert any(not torch.equal(out["cpu"][1][k], v) for k, v in init.items())  # it trained
+
+
+def test_private_round_on_gpu_trains_and_spends_the_same_epsilon(tiny):
+    tok, model, records = tiny
+    pairs = encode_pairs(tok, records, 48)
+    privacy = PrivacyConfig(enabled=True, epsilon=5.0, delta=1e-3, rounds=2, local_steps=3, batch_size=4,
+                            accountant="rdp", noise_multiplier=1.0)
+    spent = {}
+    for device in ("cpu", "cuda"):
+        m = _on(model, device)
+        result = train_dpo_private(m, pairs, TrainSettings(lr=0.01), privacy, RecordDict(), tok.pad_token_id, noise_seed=3)
+        assert not result.exhausted and torch.isfinite(torch.tensor(result.metrics["train-loss"]))
+        assert all(p.device.type == device for p in m.parameters())
+        changed = [not torch.equal(a, b) for a, b in zip(_adapter(m).values(), _adapter(model).values(), strict=True)]
+        assert any(changed)
+        spent[device] = result.metrics[EPSILON]
+    assert spent["cuda"] == spent["cpu"] <= privacy.epsilon
+
+
+def test_scoring_and_generation_on_gpu_match_cpu(tiny):
+    tok, model, records = tiny
+    prompts, responses = [r["prompt"] for r in records[:6]], [r["chosen"] for r in records[:6]]
+    cpu, gpu = _on(model, "cpu"), _on(model, "cuda")
+    scored = {d: score_responses(m, tok, prompts, responses, batch_size=4) for d, m in (("cpu", cpu), ("cuda", gpu))}
+    for (a, na), (b, nb) in zip(scored["cpu"], scored["cuda"], strict=True):
+        assert na == nb and a == pytest.approx(b, rel=1e-7)
+    assert generate_answers(gpu, tok, prompts, 8, False, batch_size=3) == generate_answers(cpu, tok, prompts, 8, False, batch_size=3)
+
+
+def test_adapter_arrays_load_into_a_gpu_model(tiny):
+    _, model, _ = tiny
+    gpu = _on(model, "cuda")
+    with torch.no_grad():
+        for name, p in gpu.named_parameters():
+            if "lora_" in name:
+                p.zero_()
+    set_adapter_arrays(gpu, get_adapter_arrays(model))
+    for key, value in _adapter(model).items():
+        torch.testing.assert_close(_adapter(gpu)[key], value, rtol=0, atol=0)
+    assert all(p.device.type == "cuda" for p in gpu.parameters())
