@@ -79,3 +79,13 @@ def test_judge_with_a_missing_student_folder_is_an_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="student.json"):
         load_judge(str(tmp_path))
+
+
+def test_eval_cli_rejects_a_bad_device(tmp_path):
+    out = tmp_path / "d.json"
+    with pytest.raises(SystemExit, match="'gpu' is not a torch device"):
+        main(["eval", "--device", "gpu", "--limit", "2", "--quiet", "--out", str(out)])
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU (cuda:0 without any)
+    with pytest.raises(SystemExit, match=f"torch sees {torch.cuda.device_count()} CUDA GPU"):
+        main(["eval", "--device", missing, "--limit", "2", "--quiet", "--out", str(out)])
+    assert not out.exists()

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--generate", type=int, default=0,
                    help="also generate answers to this many harmful/jailbreak prompts and judge them")
     p.add_argument("--student", default=None, help="judge: student classifier folder (default: the shipped one)")
+    p.add_argument("--device", default="cpu", help="torch device for the model, e.g. cuda or cuda:1")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="eval_results.json", help="JSON results file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -43,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
         suite = load_suite(args.limit or 10**9, args.seed, args.data_dir)
     else:
         suite = demo_suite(args.seed).limit(args.limit)
+    device = _device(args.device)
     model, tokenizer = load_causal_lm(args.model, args.adapter)
+    model.to(device)
     judge = load_judge(args.student) if args.generate else None
     result = evaluate(
         model, tokenizer, suite, batch_size=args.batch_size, max_length=args.max_length,
@@ -60,3 +67,16 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"wrote {out}")
     return 0
+
+
+def _device(name: str) -> torch.device:
+    """The torch device named by --device; a clear error for a malformed name or a missing GPU."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise SystemExit(f"fedsafe eval: --device {name!r} is not a torch device ({exc})") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise SystemExit(f"fedsafe eval: --device {name!r} but torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
