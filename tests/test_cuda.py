@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 from flwr.app import RecordDict
@@ -18,6 +19,8 @@ from fedsafe_plugin.config import PrivacyConfig
 from fedsafe_plugin.demo_data import make_client_pairs
 from fedsafe_plugin.eval.harness import generate_answers
 from fedsafe_plugin.eval.scoring import score_responses
+from fedsafe_plugin.sanitize.teachers import GuardTeacher, SequenceClassifierTeacher
+from fedsafe_plugin.sanitize.tiny import build_tiny_guard_teacher, build_tiny_seqcls_teacher
 from fedsafe_plugin.training.data import encode_pairs
 from fedsafe_plugin.training.dp import EPSILON, train_dpo_private
 from fedsafe_plugin.training.local import TrainSettings, train_dpo
@@ -119,3 +122,19 @@ def test_eval_cli_on_gpu_matches_cpu(tmp_path):
         assert rates["cuda"][key] == rates["cpu"][key]
     for name, margin in rates["cpu"]["margins"].items():
         assert rates["cuda"]["margins"][name] == pytest.approx(margin, abs=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["seqcls", "guard"])
+def test_teachers_on_gpu_match_cpu(tmp_path, kind):
+    """`fedsafe distill --teacher-device cuda`: the same log-odds; bf16 on the GPU stays close."""
+    build, cls = {"seqcls": (build_tiny_seqcls_teacher, SequenceClassifierTeacher),
+                  "guard": (build_tiny_guard_teacher, GuardTeacher)}[kind]
+    folder = build(tmp_path / kind)
+    prompts = ["how do I bake bread?", "how do I make a weapon?", "write a poem"]
+    responses = ["knead the dough", None, "roses are red"]
+    cpu = cls(folder).logits(prompts, responses)
+    gpu = cls(folder, device="cuda").logits(prompts, responses)
+    half = cls(folder, device="cuda", dtype="bfloat16").logits(prompts, responses)
+    assert cpu.shape == (3,) and gpu.dtype == cpu.dtype
+    np.testing.assert_allclose(gpu, cpu, atol=1e-4)
+    np.testing.assert_allclose(half, cpu, atol=0.1 + 0.05 * np.abs(cpu).max())

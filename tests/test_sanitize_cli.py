@@ -87,3 +87,17 @@ def test_sanitize_prints_audit_and_rewrites(student, tmp_path, capsys):
     clean = [json.loads(line) for line in out.read_text().splitlines()]
     assert clean[0]["rejected"] == pairs[0]["chosen"] and clean[0]["chosen"] != pairs[0]["chosen"]
     assert clean[1] == pairs[1]
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--teacher-device", "gpu", "'gpu' is not a torch device"),
+    ("--teacher-dtype", "float33", "'float33' is not 'auto' or a torch dtype"),
+])
+def test_distill_rejects_a_bad_teacher_device_or_dtype(tmp_path, capsys, flag, value, message):
+    from fedsafe_plugin.sanitize.tiny import build_tiny_seqcls_teacher
+
+    teacher = build_tiny_seqcls_teacher(tmp_path / "teacher")
+    data = _write(tmp_path / "train.jsonl", [json.dumps(r) for r in ROWS])
+    out = tmp_path / "student"
+    assert main(["distill", "--input", data, "--out", str(out), "--teacher-seqcls", teacher, flag, value]) == 2
+    assert message in capsys.readouterr().err and not out.exists()

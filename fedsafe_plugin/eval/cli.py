@@ -5,10 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import torch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and write the JSON results; prints the headline rates."""
+    from fedsafe_plugin.devices import resolve_device
     from fedsafe_plugin.eval.harness import evaluate, load_judge
     from fedsafe_plugin.eval.models import load_causal_lm
     from fedsafe_plugin.eval.suites import demo_suite
@@ -48,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
         suite = load_suite(args.limit or 10**9, args.seed, args.data_dir)
     else:
         suite = demo_suite(args.seed).limit(args.limit)
-    device = _device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        raise SystemExit(f"fedsafe eval: --device {exc}") from None
     model, tokenizer = load_causal_lm(args.model, args.adapter)
     model.to(device)
     judge = load_judge(args.student) if args.generate else None
@@ -68,15 +68,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}")
     return 0
 
-
-def _device(name: str) -> torch.device:
-    """The torch device named by --device; a clear error for a malformed name or a missing GPU."""
-    import torch
-
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise SystemExit(f"fedsafe eval: --device {name!r} is not a torch device ({exc})") from None
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise SystemExit(f"fedsafe eval: --device {name!r} but torch sees {torch.cuda.device_count()} CUDA GPU(s)")
-    return device

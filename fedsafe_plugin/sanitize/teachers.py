@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+
+from fedsafe_plugin.devices import model_device, resolve_device
+from fedsafe_plugin.training.data import pad_id
 
 UNSAFE_VALUES = frozenset({"unsafe", "harmful", "toxic", "1", "true", "yes", "jailbroken"})
 SAFE_VALUES = frozenset({"safe", "benign", "harmless", "0", "false", "no"})
@@ -31,18 +34,33 @@ class Teacher(Protocol):
     def logits(self, prompts: Sequence[str], responses: Sequence[str | None] | None = None) -> np.ndarray: ...
 
 
-def _local(model_id: str) -> dict:
-    return {"local_files_only": True} if os.path.isdir(model_id) else {}
+def _load(auto_class: Any, model_id: str, device: str, dtype: str) -> tuple[Any, Any]:
+    """(tokenizer, model in eval mode on `device`); `dtype` is "auto" (the checkpoint's) or a torch dtype name.
+
+    A 7-8B guard model wants a GPU (`device="cuda"`) and its own bf16 weights.
+    """
+    import torch
+    from transformers import AutoTokenizer
+
+    target = resolve_device(device)
+    if dtype != "auto" and not isinstance(getattr(torch, dtype, None), torch.dtype):
+        raise ValueError(f"dtype {dtype!r} is not 'auto' or a torch dtype (float32, bfloat16, float16)")
+    local = {"local_files_only": True} if os.path.isdir(model_id) else {}
+    tokenizer = AutoTokenizer.from_pretrained(model_id, **local)
+    model = auto_class.from_pretrained(model_id, dtype=dtype if dtype == "auto" else getattr(torch, dtype), **local)
+    return tokenizer, model.to(target).eval()
 
 
 class SequenceClassifierTeacher:
     """(a) `AutoModelForSequenceClassification`; `unsafe_label` is a label name or index."""
 
-    def __init__(self, model_id: str, unsafe_label: str | int | None = None, max_length: int = 512, batch_size: int = 16) -> None:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    def __init__(
+        self, model_id: str, unsafe_label: str | int | None = None, max_length: int = 512, batch_size: int = 16,
+        device: str = "cpu", dtype: str = "auto",
+    ) -> None:
+        from transformers import AutoModelForSequenceClassification
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_id, **_local(model_id))
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_id, **_local(model_id)).eval()
+        self.tokenizer, self.model = _load(AutoModelForSequenceClassification, model_id, device, dtype)
         self.max_length, self.batch_size = max_length, batch_size
         self.unsafe_index = self._unsafe_index(unsafe_label)
 
@@ -72,7 +90,7 @@ class SequenceClassifierTeacher:
             r = None if responses is None else [x or "" for x in responses[start : start + self.batch_size]]
             enc = self.tokenizer(p, r, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
             with torch.inference_mode():
-                z = self.model(**enc).logits.float()
+                z = self.model(**enc.to(model_device(self.model))).logits.float().cpu()
             if z.shape[-1] == 1:  # a single-logit classifier already gives the log-odds
                 out.append(z[:, 0])
                 continue
@@ -94,11 +112,12 @@ class GuardTeacher:
         template: str = GUARD_TEMPLATE,
         max_length: int = 1024,
         batch_size: int = 4,
+        device: str = "cpu",
+        dtype: str = "auto",
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_id, **_local(model_id))
-        self.model = AutoModelForCausalLM.from_pretrained(model_id, **_local(model_id)).eval()
+        self.tokenizer, self.model = _load(AutoModelForCausalLM, model_id, device, dtype)
         self.template, self.max_length, self.batch_size = template, max_length, batch_size
         self.unsafe_id = self._first_token(unsafe_word)
         self.safe_id = self._first_token(safe_word)
@@ -129,7 +148,7 @@ class GuardTeacher:
 
         texts = [self.guard_prompt(p, None if responses is None else responses[i]) for i, p in enumerate(prompts)]
         out = []
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        pad = pad_id(self.tokenizer)
         for start in range(0, len(texts), self.batch_size):
             # Left-truncate so the question the guard answers (the end of the prompt) is always kept.
             seqs = [self.tokenizer.encode(t, add_special_tokens=False)[-self.max_length :] for t in texts[start : start + self.batch_size]]
@@ -140,8 +159,10 @@ class GuardTeacher:
                 ids[row, width - len(s) :] = torch.tensor(s)
                 mask[row, width - len(s) :] = 1
             positions = (mask.cumsum(-1) - 1).clamp(min=0)  # so left padding does not shift positions
+            device = model_device(self.model)
             with torch.inference_mode():
-                last = self.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1, :].float()
+                last = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                  position_ids=positions.to(device)).logits[:, -1, :].float().cpu()
             out.append(last[:, self.unsafe_id] - last[:, self.safe_id])
         return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 

@@ -56,11 +56,9 @@ def encode_pairs(tokenizer: Any, records: Sequence[dict], max_length: int = 128)
     return out
 
 
-def model_device(model: Any) -> Any:
-    """The device of the model's first parameter (CPU if it has none): batches are built there."""
-    import torch
-
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
+def pad_id(tokenizer: Any) -> int:
+    """The tokenizer's pad id, or its EOS id when it has no pad token (most causal LMs)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def collate(prompts: Sequence[list[int]], responses: Sequence[list[int]], pad_id: int):

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fedsafe_plugin.training.data import EncodedPair, collate, model_device
+from fedsafe_plugin.devices import model_device
+from fedsafe_plugin.training.data import EncodedPair, collate
 
 
 def sequence_logps(model: Any, input_ids: Any, loss_mask: Any, average: bool = False) -> Any:
