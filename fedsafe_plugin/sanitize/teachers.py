@@ -47,8 +47,11 @@ def _load(auto_class: Any, model_id: str, device: str, dtype: str) -> tuple[Any,
         raise ValueError(f"dtype {dtype!r} is not 'auto' or a torch dtype (float32, bfloat16, float16)")
     local = {"local_files_only": True} if os.path.isdir(model_id) else {}
     tokenizer = AutoTokenizer.from_pretrained(model_id, **local)
-    model = auto_class.from_pretrained(model_id, dtype=dtype if dtype == "auto" else getattr(torch, dtype), **local)
-    return tokenizer, model.to(target).eval()
+    # device_map loads the weights straight onto the device: no full host copy of a large teacher.
+    model = auto_class.from_pretrained(
+        model_id, dtype=dtype if dtype == "auto" else getattr(torch, dtype), device_map={"": target}, **local
+    )
+    return tokenizer, model.eval()
 
 
 class SequenceClassifierTeacher:

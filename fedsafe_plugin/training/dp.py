@@ -17,9 +17,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fedsafe_plugin.config import PrivacyConfig
+from fedsafe_plugin.devices import model_device
 from fedsafe_plugin.privacy.accounting import Ledger
 from fedsafe_plugin.privacy.budget import Budget, BudgetError, Plan, epsilon_of, noise_multiplier_for, sample_rate_for
-from fedsafe_plugin.devices import model_device
 from fedsafe_plugin.training.data import EncodedPair
 from fedsafe_plugin.training.dpo import dpo_loss, pair_logps, reference_logps, sft_loss
 from fedsafe_plugin.training.local import TrainSettings, trainable_parameters
