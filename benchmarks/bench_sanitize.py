@@ -74,10 +74,16 @@ def quality(clf, data_dir: str) -> dict:
 
 
 def real_answer_rows(clf, held_out: set[str]) -> list[dict]:
-    """Recall and FPR on a real model's answers to held-out prompts (gen_lookalike_answers.py).
+    """Recall and FPR of `clf` on a real model's answers to held-out prompts (gen_lookalike_answers.py)."""
+    rows = load_answer_rows(held_out)
+    if not rows:
+        return []
+    scores = clf.score([r["prompt"] for r in rows], [r["response"] for r in rows])
+    return answer_rates(rows, scores >= clf.threshold)
 
-    Every prompt must be a held-out prompt of the current split, else the file is stale.
-    """
+
+def load_answer_rows(held_out: set[str]) -> list[dict]:
+    """The committed answer rows ([] if absent); every prompt must be held out, else the file is stale."""
     from fedsafe_plugin.sanitize.splits import norm_text
 
     if not ANSWERS.is_file():
@@ -87,8 +93,11 @@ def real_answer_rows(clf, held_out: set[str]) -> list[dict]:
     if stale:
         raise SystemExit(f"{ANSWERS} has {len(stale)} prompts outside the held-out test prompts "
                          f"(e.g. {stale[0]!r}); rerun benchmarks/gen_lookalike_answers.py")
-    scores = clf.score([r["prompt"] for r in rows], [r["response"] for r in rows])
-    flagged = scores >= clf.threshold
+    return rows
+
+
+def answer_rates(rows: list[dict], flagged: np.ndarray) -> list[dict]:
+    """Headline rows (recall on harmful twins, FPR on look-alikes and on refusals) from flags per answer row."""
     model = rows[0]["model"].split(" ")[0]
     parts = []
     for benign, twin, name in (("xstest_safe", "xstest_contrast", "XSTest"), ("jbb_benign", "jbb_harmful", "JBB")):
