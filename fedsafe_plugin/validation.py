@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 
 NDArrays = Mapping[str, np.ndarray]
+_CLIP_TRIES = 8  # rounding overshoots are tiny: one extra shrink almost always suffices
 
 
 def update_norm(update: NDArrays, reference: NDArrays) -> float:
@@ -40,10 +41,21 @@ def find_problem(update: NDArrays, reference: NDArrays, max_norm: float = 0.0) -
 
 
 def clip_update(update: NDArrays, reference: NDArrays, max_norm: float) -> dict[str, np.ndarray]:
-    """Scale (update - reference) down to L2 norm <= max_norm (client-side norm bounding)."""
+    """Scale (update - reference) down to L2 norm <= max_norm (client-side norm bounding).
+
+    The bound holds for the arrays as sent, in their own dtype: rounding back to float32 can push
+    an update scaled to exactly the bound just past it, and the server, checking the same bound,
+    would then drop it. So the norm is measured after the cast and the scale shrinks until it fits.
+    """
     norm = update_norm(update, reference)
     scale = min(1.0, max_norm / norm) if norm > 0 else 1.0
-    return {k: (reference[k] + scale * (update[k] - reference[k])).astype(update[k].dtype) for k in reference}
+    for _ in range(_CLIP_TRIES):
+        out = {k: (reference[k] + scale * (update[k] - reference[k])).astype(update[k].dtype) for k in reference}
+        sent = update_norm(out, reference)
+        if sent <= max_norm:
+            break
+        scale *= max_norm / sent * (1 - 1e-6)
+    return out
 
 
 def as_ndarrays(record) -> dict[str, np.ndarray]:

@@ -42,6 +42,10 @@ def test_keys_command_writes_secret_and_public_contexts(keydir, tmp_path):
     assert C.load(secret, "secret").key_id == C.load(public, "public").key_id
     with pytest.raises(FileExistsError, match="--force"):
         C.write_keys(keydir)
+    (tmp_path / C.SECRET_FILE).write_bytes(b"old")
+    (tmp_path / C.SECRET_FILE).chmod(0o644)
+    C.write_keys(tmp_path, force=True)  # a replaced secret file is private again
+    assert stat.S_IMODE((tmp_path / C.SECRET_FILE).stat().st_mode) == 0o600
 
 
 def test_public_context_cannot_decrypt(keydir):
@@ -163,3 +167,60 @@ def test_ciphertext_size_is_at_most_8x_fp32(keydir):
     record = C.encrypt(secret, values, 100.0)
     ratio = sum(len(a.data) for a in record.values()) / (4 * values["w"].size)
     assert ratio <= 8.0
+
+
+@pytest.mark.parametrize("corrupt", ["header", "stream", "layout", "weight"])
+def test_one_malformed_ciphertext_costs_only_its_sender(keydir, corrupt):
+    nodes, glob, updates, weights = _federation(3, seed=2)
+    config = FedSafeConfig(secagg=SecAggConfig(mode="ckks", ckks_context=str(keydir / C.PUBLIC_FILE)))
+    liar = nodes[1]
+
+    def tamper(msg, context, call_next):
+        reply = secagg_mod(msg, context, call_next)
+        if msg.metadata.dst_node_id != liar:
+            return reply
+        (name, record), = reply.content.array_records.items()
+        header, data = record[C.HEADER].numpy().tobytes(), record[C.DATA].numpy()
+        if corrupt == "header":
+            header = header[:-3]
+        elif corrupt == "stream":
+            data = np.zeros_like(data)
+        elif corrupt == "layout":
+            header = header.replace(b'"lora_A"', b'"lora_X"')
+        else:
+            header = header.replace(b'"weight": ', b'"weight": 1e400, "w": ')
+        reply.content[name] = ArrayRecord({C.HEADER: Array(np.frombuffer(header, dtype=np.uint8)), C.DATA: Array(data)})
+        return reply
+
+    grid = LocalGrid(_apps(nodes, updates, weights, {}), node_config={m: {"fedsafe-ckks-context": str(keydir)} for m in nodes},
+                     mods=[tamper])
+    result = run_round(make_server_aggregator(config.secagg), grid, ArrayRecord({k: Array(v) for k, v in glob.items()}), config.to_flat())
+    honest = [m for m in nodes if m != liar]
+    assert result.arrays is not None and result.metrics["fedsafe.secagg.survivors"] == 2
+    total = sum(weights[m] for m in honest)
+    mean = C.decrypt(C.load(keydir, "secret"), result.arrays)
+    for key, g in glob.items():
+        assert np.max(np.abs(mean[key] - (g + sum(weights[m] * updates[m][key] for m in honest) / total))) < TOLERANCE
+
+
+def test_server_side_optimisers_are_refused_in_ckks_mode(keydir):
+    from flwr.serverapp.strategy import FedAdam, FedAvgM, FedProx
+
+    from fedsafe_plugin.strategies.feddetox import FedDetox
+
+    config = FedSafeConfig(secagg=SecAggConfig(mode="ckks", ckks_context=str(keydir / C.PUBLIC_FILE)))
+    for strategy in (FedAdam(), FedAvgM()):
+        with pytest.raises(ValueError, match="ckks mode"):
+            FedDetox(strategy, config)
+    FedDetox(FedProx(), config)  # FedAvg's own aggregation: allowed
+
+
+def test_server_cannot_switch_ckks_off_mid_run(keydir):
+    nodes, glob, updates, weights = _federation(2, seed=3)
+    config = FedSafeConfig(secagg=SecAggConfig(mode="ckks", ckks_context=str(keydir / C.PUBLIC_FILE)))
+    grid = LocalGrid(_apps(nodes, updates, weights, {}), node_config={m: {"fedsafe-ckks-context": str(keydir)} for m in nodes})
+    record = ArrayRecord({k: Array(v) for k, v in glob.items()})
+    assert run_round(make_server_aggregator(config.secagg), grid, record, config.to_flat()).arrays is not None
+    plain = Message(RecordDict({"arrays": record, "config": ConfigRecord(FedSafeConfig().to_flat())}), dst_node_id=nodes[0], message_type="train")
+    reply = secagg_mod(plain, grid.contexts[nodes[0]], lambda m, c: pytest.fail("app must not run"))
+    assert reply.has_error() and "refusing a plaintext one" in reply.error.reason

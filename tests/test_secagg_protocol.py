@@ -400,3 +400,65 @@ def test_faulty_client_unmask_reply_fails_the_round_cleanly(corruption, reason):
     # With 5 holders and s = 3 the server combines the first three shares: the liar's (3rd node) is among them.
     result = fed.run(grid)
     assert result.arrays is None and reason in result.reason
+
+
+def test_client_floor_stops_a_server_shrinking_the_round():
+    """The server sets t; a client's own node-config floor holds even when the server shrinks the round."""
+    fed = make_federation(6, neighbours=0, fraction=0.5, seed=21)
+    victim, colluder = fed.nodes[0], fed.nodes[1]
+
+    def shrink(record, me):  # share-keys lists only the victim and one colluder
+        keep = [i for i, n in enumerate(W.ids_in(record["nodes"])) if n in (victim, colluder)]
+        return {**record, "nodes": [record["nodes"][i] for i in keep],
+                "pk-c": [record["pk-c"][i] for i in keep], "pk-s": [record["pk-s"][i] for i in keep]}
+
+    for floor, refused in ((0, False), (4, True)):
+        grid = fed.grid(to_client=_tamper_stage(W.SHARE_KEYS, shrink))
+        grid.contexts[victim].node_config["fedsafe-secagg-min-clients"] = floor
+        fed.run(grid)
+        reasons = [m.error.reason for m in grid.received if m.has_error() and m.metadata.src_node_id == victim]
+        assert bool(reasons) == refused, reasons
+        if refused:
+            assert "2 clients < this client's minimum 4" in reasons[0]
+
+
+def test_client_floor_must_be_a_whole_number():
+    fed = make_federation(3, seed=22)
+    grid = fed.grid()
+    grid.contexts[fed.nodes[0]].node_config["fedsafe-secagg-min-clients"] = "three"
+    fed.run(grid)
+    reasons = [m.error.reason for m in grid.received if m.has_error()]
+    assert reasons and "fedsafe-secagg-min-clients" in reasons[0]
+
+
+def test_server_cannot_switch_secure_aggregation_off_mid_run():
+    fed = make_federation(3, seed=23)
+    grid = fed.grid()
+    assert fed.run(grid).arrays is not None
+    plain = FedSafeConfig().to_flat()  # round 2: the server asks for a plaintext update
+    node = fed.nodes[0]
+    msg = Message(RecordDict({"arrays": fed.record(), "config": ConfigRecord(plain)}), dst_node_id=node, message_type="train")
+    reply = secagg_mod(msg, grid.contexts[node], lambda m, c: pytest.fail("app must not run"))
+    assert reply.has_error() and "refusing a plaintext one" in reply.error.reason
+    fresh = fed.grid().contexts[node]  # a client that never used secure aggregation in this run trains as usual
+    assert secagg_mod(msg, fresh, lambda m, c: Message(RecordDict(), reply_to=m)).has_error() is False
+
+
+def test_an_app_error_is_not_reported_as_a_secagg_refusal():
+    fed = make_federation(3, seed=24)
+    grid = fed.grid()
+
+    def broken(msg, context):
+        raise ValueError("the app's own bug")
+
+    grid.apps[fed.nodes[0]] = broken
+    with pytest.raises(ValueError, match="the app's own bug"):
+        fed.run(grid)
+
+
+def test_survivors_of_total_weight_zero_fail_the_round_cleanly():
+    fed = make_federation(4, seed=25)
+    gone = fed.nodes[0]
+    fed.weights = {n: (5.0 if n == gone else 0.0) for n in fed.nodes}
+    result = fed.run(fed.grid(drop=lambda stage, node: stage == W.MASK and node == gone))
+    assert result.arrays is None and "surviving clients' total 'num-examples' is 0" in result.reason

@@ -62,6 +62,7 @@ def test_bad_replies_are_dropped_with_node_and_reason(caplog):
         ({"lora_A": np.zeros((4, 2), np.float32), "lora_B": GLOBAL["lora_B"]}, {"num-examples": 10}),
         (_upd(100.0), {"num-examples": 10}),
         (_upd(0.4), {"num-examples": 30}),
+        (_upd(0.3), {"num-examples": float("inf")}),
     ]
     # Flower's simulation runtime turns off propagation of the "flwr" logger (run_simulation), so
     # listen on our logger directly rather than on the root logger caplog uses by default.
@@ -79,10 +80,11 @@ def test_bad_replies_are_dropped_with_node_and_reason(caplog):
     assert "keys differ" in summary.dropped[nodes[2]]
     assert "shape" in summary.dropped[nodes[3]]
     assert "exceeds the bound" in summary.dropped[nodes[4]]
+    assert "finite non-negative" in summary.dropped[nodes[6]]
     assert f"dropping reply from node {nodes[1]}: array 'lora_A' contains NaN or inf" in caplog.text
     # FedAvg over the two good replies, weighted 10:30
     np.testing.assert_allclose(as_ndarrays(arrays)["lora_A"], np.full((2, 4), 0.35), rtol=1e-6)
-    assert metrics["fedsafe.kept"] == 2 and metrics["fedsafe.dropped"] == 4
+    assert metrics["fedsafe.kept"] == 2 and metrics["fedsafe.dropped"] == 5
 
 
 def test_round_goes_on_only_with_enough_replies():

@@ -34,6 +34,17 @@ def test_norm_bound_and_clipping():
     assert "exceeds the bound" in find_problem(upd, REF, max_norm=1.0)
     clipped = clip_update(upd, REF, 1.0)
     assert update_norm(clipped, REF) == pytest.approx(1.0, rel=1e-5)
-    assert find_problem(clipped, REF, max_norm=1.0 + 1e-5) is None
+    assert find_problem(clipped, REF, max_norm=1.0) is None
     small = {"a": np.full((2, 3), 0.01, np.float32), "b": np.ones(4, np.float32)}
     assert np.array_equal(clip_update(small, REF, 1.0)["a"], small["a"])
+
+
+def test_clipped_updates_pass_the_same_bound_on_the_server():
+    """Clipped to exactly the bound, float32 rounding would put about half just over it."""
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        ref = {"A": rng.normal(size=(8, 4096)).astype(np.float32)}
+        upd = {"A": ref["A"] + rng.normal(scale=0.05, size=(8, 4096)).astype(np.float32)}
+        clipped = clip_update(upd, ref, 0.5)
+        assert find_problem(clipped, ref, max_norm=0.5) is None
+        assert update_norm(clipped, ref) == pytest.approx(0.5, rel=1e-5)

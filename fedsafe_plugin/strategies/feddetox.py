@@ -11,6 +11,7 @@ plug in here when configured.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -48,7 +49,7 @@ class FedDetox(Strategy):
         if secagg != "none":
             from fedsafe_plugin.privacy.secagg import check_inner_strategy, make_server_aggregator
 
-            check_inner_strategy(strategy)
+            check_inner_strategy(strategy, secagg)
             self._secure = make_server_aggregator(self.config.secagg)
         if self.config.client_dp.mode != "none":
             from fedsafe_plugin.privacy.client_dp import wrap_client_dp
@@ -102,19 +103,27 @@ class FedDetox(Strategy):
 
     def _aggregate_secure(self, server_round: int, kept: list[Message], summary: RoundSummary) -> tuple[ArrayRecord | None, MetricRecord | None]:
         assert self._secure is not None and self._grid is not None
-        result = self._secure.aggregate_train(server_round, kept, self._grid, self._global, self.weighted_by_key)
+        # Client-level DP sizes its noise for a plain mean of clipped updates (each client moves it
+        # by at most C/n), so with it the secure aggregate weighs every client alike (weight key "").
+        uniform = self.config.client_dp.mode == "client"
+        weight_key = "" if uniform else self.weighted_by_key
+        result = self._secure.aggregate_train(server_round, kept, self._grid, self._global, weight_key)
         summary.extra.update(result.metrics)
         if result.arrays is None:
             log.warning("fedsafe round %d: secure aggregation failed (%s); global model unchanged", server_round, result.reason)
         if result.arrays is None or result.encrypted:
             return result.arrays, None
-        # The wrapped strategy sees one reply holding the secure weighted mean, so server-side
-        # optimisers (FedAdam, FedYogi, FedAvgM) still apply to the aggregate.
+        # The wrapped strategy sees the secure mean as its replies, so server-side optimisers
+        # (FedAdam, FedYogi, FedAvgM) still apply to it. Under client-level DP it is one equal-weight
+        # reply per client in the sum: Flower's DP wrapper counts replies against the sampled
+        # clients and checks equal weights before it adds noise and accounts the round.
+        copies, weight = (round(result.total_weight), 1.0) if uniform else (1, result.total_weight)
         content = RecordDict({
             self.arrayrecord_key: result.arrays,
-            "metrics": MetricRecord({self.weighted_by_key: result.total_weight}),
+            "metrics": MetricRecord({self.weighted_by_key: weight}),
         })
-        return self.strategy.aggregate_train(server_round, [Message(content, dst_node_id=0, message_type="train")])
+        replies = [Message(content, dst_node_id=0, message_type="train") for _ in range(copies)]
+        return self.strategy.aggregate_train(server_round, replies)
 
     def _screen(self, replies: list[Message], summary: RoundSummary) -> list[Message]:
         summary.received = len(replies)
@@ -145,8 +154,8 @@ class FedDetox(Strategy):
         if len(content.array_records) != 1 or len(content.metric_records) != 1:
             return "reply must hold exactly one ArrayRecord and one MetricRecord"
         weight = next(iter(content.metric_records.values())).get(self.weighted_by_key)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-            return f"metric {self.weighted_by_key!r} missing or not a non-negative number"
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf:
+            return f"metric {self.weighted_by_key!r} missing or not a finite non-negative number"
         if self._secure is not None:
             return None  # masked or encrypted: the client mod checked the plaintext before sending
         update = as_ndarrays(next(iter(content.array_records.values())))

@@ -21,8 +21,15 @@ _NEEDS_INDIVIDUAL_UPDATES = ("Krum", "MultiKrum", "Bulyan", "FedMedian", "FedTri
                              "DifferentialPrivacyServerSideAdaptiveClipping")
 
 
-def check_inner_strategy(strategy: Any) -> None:
-    """Raise ValueError if `strategy` needs individual client updates (robust/median rules)."""
+def check_inner_strategy(strategy: Any, mode: str = "secagg+") -> None:
+    """Raise ValueError if `strategy` cannot run on the secure aggregate of `mode`.
+
+    Robust/median rules need individual updates, which both modes hide. In `ckks` mode the
+    aggregate stays encrypted and the wrapped strategy's own aggregation never runs, so only
+    FedAvg's (FedAvg, FedProx) is allowed: a server-side optimiser would be skipped without a word.
+    """
+    from flwr.serverapp.strategy import FedAvg
+
     names = {cls.__name__ for cls in type(strategy).__mro__}
     clash = sorted(names & set(_NEEDS_INDIVIDUAL_UPDATES))
     if clash:
@@ -30,6 +37,11 @@ def check_inner_strategy(strategy: Any) -> None:
             f"{clash[0]} needs each client's individual update, but secure aggregation shows the server "
             "only the sum; use FedAvg/FedProx/FedAdam/FedYogi/FedAdagrad/FedAvgM, client-side norm bounding "
             "(fedsafe.validate.max-update-norm) and client-side DP clipping instead"
+        )
+    if mode == "ckks" and not (isinstance(strategy, FedAvg) and type(strategy).aggregate_train is FedAvg.aggregate_train):
+        raise ValueError(
+            f"{type(strategy).__name__} aggregates in its own way, but in ckks mode the server only adds "
+            "ciphertexts and never sees the mean; use FedAvg or FedProx, or secagg+ for server-side optimisers"
         )
 
 

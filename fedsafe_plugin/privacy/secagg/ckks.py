@@ -78,6 +78,7 @@ def write_keys(out_dir: str | Path, *, force: bool = False) -> str:
         raise FileExistsError(f"{', '.join(existing)} already exist; pass --force to replace the key set")
     secret, public = generate()
     fd = os.open(targets[0], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT's mode only applies to a new file; --force may reuse a wider one
     with os.fdopen(fd, "wb") as fh:
         fh.write(secret)
     targets[1].write_bytes(public)
@@ -155,22 +156,52 @@ def encrypt(keys: CKKSKeys, arrays: dict[str, np.ndarray], weight: float, client
     return _record({"key-id": keys.key_id, "weight": weight, "clients": 1, **layout}, chunks)
 
 
-def add(keys: CKKSKeys, records: list[ArrayRecord]) -> ArrayRecord:
-    """Sum ciphertext records (same key set and layout) without decrypting anything."""
+def layout_of(record: ArrayRecord) -> tuple[list[str], list[list[int]]]:
+    """(keys, shapes) of an encrypted record's plaintext, or of a plaintext ArrayRecord, in encrypt()'s order."""
+    if is_encrypted(record):
+        header = _header(record)
+        return list(header["keys"]), [list(s) for s in header["shapes"]]
+    order = sorted(record.keys())
+    return order, [list(record[k].shape) for k in order]
+
+
+def open_update(keys: CKKSKeys, record: ArrayRecord) -> tuple[dict[str, Any], list[Any]]:
+    """Parse one ciphertext record into (header, CKKS vectors); SecAggError says what is wrong with it."""
     import tenseal as ts
 
+    try:
+        header = _header(record)
+        _check_key(keys, header)
+        weight = header["weight"]
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
+            raise SecAggError(f"the ciphertext's weight {weight!r} is not a finite non-negative number")
+        vectors = [ts.ckks_vector_from(keys.context, c) for c in _chunks(record, header)]
+    except (KeyError, TypeError, ValueError) as exc:  # a bad header (JSON) or a stream TenSEAL cannot parse
+        raise SecAggError(f"malformed ciphertext record ({type(exc).__name__}: {exc})") from exc
+    sizes = [v.size() for v in vectors]
+    expected = int(sum(np.prod(s, dtype=np.int64) for s in header["shapes"]))
+    if sum(sizes) != expected or any(n != keys.slots for n in sizes[:-1]):
+        raise SecAggError(f"the ciphertext holds {sum(sizes)} values in {len(sizes)} vectors, its layout says {expected}")
+    return header, vectors
+
+
+def add(keys: CKKSKeys, records: list[ArrayRecord]) -> ArrayRecord:
+    """Sum ciphertext records (same key set and layout) without decrypting anything."""
     if not records:
         raise SecAggError("no encrypted updates to add")
-    headers = [_header(r) for r in records]
-    for h in headers:
-        _check_key(keys, h)
-        if (h["keys"], h["shapes"]) != (headers[0]["keys"], headers[0]["shapes"]):
-            raise SecAggError("encrypted updates disagree on the adapter layout")
-    total = [ts.ckks_vector_from(keys.context, c) for c in _chunks(records[0], headers[0])]
-    for record, header in zip(records[1:], headers[1:], strict=True):
-        for acc, chunk in zip(total, _chunks(record, header), strict=True):
-            acc.add_(ts.ckks_vector_from(keys.context, chunk))
-    summed = {**headers[0], "weight": sum(h["weight"] for h in headers), "clients": sum(h["clients"] for h in headers)}
+    opened = [open_update(keys, r) for r in records]
+    if any((h["keys"], h["shapes"]) != (opened[0][0]["keys"], opened[0][0]["shapes"]) for h, _ in opened):
+        raise SecAggError("encrypted updates disagree on the adapter layout")
+    return add_opened(opened)
+
+
+def add_opened(opened: list[tuple[dict[str, Any], list[Any]]]) -> ArrayRecord:
+    """Sum updates already checked by `open_update` (same layout), in place of the first one's vectors."""
+    (header, total), rest = opened[0], opened[1:]
+    for _, vectors in rest:
+        for acc, v in zip(total, vectors, strict=True):
+            acc.add_(v)
+    summed = {**header, "weight": sum(h["weight"] for h, _ in opened), "clients": sum(h["clients"] for h, _ in opened)}
     return _record(summed, [v.serialize() for v in total])
 
 

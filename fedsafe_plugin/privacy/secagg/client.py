@@ -48,6 +48,13 @@ def _plan_from(state: dict[str, Any], n: int) -> Plan:
     return plan(n, int(state["neighbours"]), float(state["min-survivors"]))
 
 
+def _require_enough(state: dict[str, Any], rules: Plan, count: int, stage: str, what: str) -> None:
+    """At least t of `what`, and at least the client's own floor (node config), which the server cannot lower."""
+    _require(count >= rules.min_survivors, f"{stage}: {count} {what} < threshold t={rules.min_survivors}")
+    own = int(state.get("min-clients", 0))
+    _require(count >= own, f"{stage}: {count} {what} < this client's minimum {own}")
+
+
 def _expect(state: dict[str, Any] | None, stage: str, session: bytes) -> dict[str, Any]:
     _require(state is not None and state.get("session") == session,
              f"stage {stage!r} for a round this client never joined (unknown session)")
@@ -57,15 +64,20 @@ def _expect(state: dict[str, Any] | None, stage: str, session: bytes) -> dict[st
     return state
 
 
-def advertise(node: int, request: dict[str, Any]) -> tuple[dict[str, Any], RecordDict]:
-    """Make this round's two key pairs (share channel, masks); reply with the public keys."""
+def advertise(node: int, request: dict[str, Any], min_clients: int = 0) -> tuple[dict[str, Any], RecordDict]:
+    """Make this round's two key pairs (share channel, masks); reply with the public keys.
+
+    `min_clients` is the client's own floor on how many clients its update may be summed with
+    (from its node config): the server sets t, so without a floor it could run a round of two.
+    """
     nodes = W.ids_in(request["nodes"])
     _require(node in nodes, "advertise: this node is not in the round's node list")
     _require(len(set(nodes)) == len(nodes), "advertise: the node list has duplicates")
+    _require(len(nodes) >= min_clients, f"advertise: {len(nodes)} clients in the round < this client's minimum {min_clients}")
     sk_c, pk_c = P.new_keypair()
     sk_s, pk_s = P.new_keypair()
     state = {
-        "session": bytes(request["session"]), "done": W.ADVERTISE, "nodes0": W.ids_out(nodes),
+        "session": bytes(request["session"]), "done": W.ADVERTISE, "nodes0": W.ids_out(nodes), "min-clients": min_clients,
         "neighbours": int(request["neighbours"]), "min-survivors": float(request["min-survivors"]),
         "bits": int(request["bits"]), "clip-range": float(request["clip-range"]),
         "sk-c": sk_c, "sk-s": sk_s, "pk-c": pk_c, "pk-s": pk_s,
@@ -84,7 +96,7 @@ def share_keys(node: int, state: dict[str, Any] | None, request: dict[str, Any])
     _require(keys.get(node) == (state["pk-c"], state["pk-s"]), "share-keys: the server changed or omitted this client's own public keys")
     _require(len({k for pair in keys.values() for k in pair}) == 2 * len(nodes), "share-keys: two nodes advertise the same public key")
     rules = _plan_from(state, len(nodes))
-    _require(len(nodes) >= rules.min_survivors, f"share-keys: {len(nodes)} clients < threshold t={rules.min_survivors}")
+    _require_enough(state, rules, len(nodes), "share-keys", "clients")
     graph = neighbours(nodes, rules.k, graph_seed(session, keys))
     holders = sorted(graph[node] + [node])
     seed = P.new_seed()
@@ -116,7 +128,7 @@ def receive_shares(node: int, state: dict[str, Any] | None, request: dict[str, A
     _require(set(nodes2) <= set(nodes1) and len(set(nodes2)) == len(nodes2),
              "train: the key-sharer list names nodes that never advertised keys (or repeats one)")
     rules = _plan_from(state, len(nodes1))
-    _require(len(nodes2) >= rules.min_survivors, f"train: {len(nodes2)} key-sharers < threshold t={rules.min_survivors}")
+    _require_enough(state, rules, len(nodes2), "train", "key-sharers")
     pk_c = dict(zip(nodes1, state["pk-c-all"], strict=True))
     senders = W.ids_in(request.get("from"))
     blobs = dict(zip(senders, request.get("sealed") or [], strict=True))
@@ -161,7 +173,7 @@ def mask(node: int, state: dict[str, Any] | None, request: dict[str, Any], updat
     _require(node in nodes3, "mask: this client is not in the masking set")
     _require(set(nodes3) <= set(nodes2) and len(weights) == len(nodes3),
              "mask: the masking set names nodes that never shared keys (or repeats one)")
-    _require(len(nodes3) >= rules.min_survivors, f"mask: {len(nodes3)} clients < threshold t={rules.min_survivors}")
+    _require_enough(state, rules, len(nodes3), "mask", "clients")
     _require(all(w >= 0 for w in weights.values()) and weights[node] == weight,
              f"mask: the server states this client's weight as {weights[node]}, not {weight}")
     total = sum(weights.values())
@@ -218,7 +230,7 @@ def confirm(node: int, state: dict[str, Any] | None, request: dict[str, Any]) ->
              "confirm: survivors + dropped differ from the set asked to mask "
              f"(extra {sorted((set(survivors) | set(dropped)) - nodes3)}, missing {sorted(nodes3 - set(survivors) - set(dropped))})")
     _require(node in survivors, "confirm: this client sent its masked input but is listed as dropped")
-    _require(len(survivors) >= rules.min_survivors, f"confirm: {len(survivors)} survivors < threshold t={rules.min_survivors}")
+    _require_enough(state, rules, len(survivors), "confirm", "survivors")
     digest = _lists_digest(session, survivors, dropped)
     confirmers = sorted(set(peers) & set(survivors))
     tags = [_confirm_tag(state, pk_c[peer], node, peer, digest) for peer in confirmers]

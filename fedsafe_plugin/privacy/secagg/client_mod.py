@@ -31,6 +31,7 @@ log = logging.getLogger("flwr.fedsafe")
 
 CONTEXT_NODE_KEY = "fedsafe-ckks-context"
 CONTEXT_ENV = "FEDSAFE_CKKS_CONTEXT"
+MIN_CLIENTS_NODE_KEY = "fedsafe-secagg-min-clients"
 _CONTEXT_STATE = "fedsafe.secagg.ckks"
 
 
@@ -65,8 +66,22 @@ def secagg_mod(msg: Message, context: Any, call_next: Callable[[Message, Any], M
         if record.get("stage") == "ckks":
             return _ckks_train(msg, context, call_next, record)
         return _secagg_stage(msg, context, call_next, record)
+    except _AppRaised as wrapped:  # the app's own error is the app's, not a secagg refusal
+        raise wrapped.__cause__ from None
     except (SecAggError, ConfigError, KeyError, ValueError, TypeError) as exc:
         return _refuse(msg, f"{type(exc).__name__}: {exc}" if not isinstance(exc, SecAggError) else str(exc))
+
+
+class _AppRaised(Exception):
+    """Carries an exception raised by the app (or the mods inside this one) past secagg_mod's handler."""
+
+
+def _min_clients(context: Any) -> int:
+    """The client's own floor on the clients in a secure sum (node config; 0 = the server's t only)."""
+    value = context.node_config.get(MIN_CLIENTS_NODE_KEY, 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or not str(value).isdigit():
+        raise ConfigError(f"node config {MIN_CLIENTS_NODE_KEY}: expected a whole number >= 0, got {value!r}")
+    return int(value)
 
 
 def _unprotected(msg: Message, context: Any, call_next: Callable[[Message, Any], Message]) -> Message:
@@ -74,6 +89,10 @@ def _unprotected(msg: Message, context: Any, call_next: Callable[[Message, Any],
     if mode != "none":
         raise SecAggError(f"secure aggregation is {mode!r} but this train message carries no setup from the server; "
                           "refusing to send a plaintext update")
+    if W.STATE in context.state or _CONTEXT_STATE in context.state:
+        # Like the DP budget, secure aggregation is pinned once used: a server cannot switch it off mid-run.
+        raise SecAggError("this client sent only masked or encrypted updates earlier in this run; "
+                          "refusing a plaintext one now that the server turned secure aggregation off")
     return call_next(msg, context)
 
 
@@ -83,7 +102,7 @@ def _secagg_stage(msg: Message, context: Any, call_next: Callable[[Message, Any]
     state = _load_state(context)
     if stage == W.ADVERTISE:
         _forget(context, W.STASH, W.STASH_METRICS)
-        state, content = S.advertise(node, record)
+        state, content = S.advertise(node, record, _min_clients(context))
     elif stage == W.SHARE_KEYS:
         state, content = S.share_keys(node, state, record)
     elif stage == W.TRAIN:
@@ -92,8 +111,7 @@ def _secagg_stage(msg: Message, context: Any, call_next: Callable[[Message, Any]
     elif stage == W.MASK:
         if W.STASH not in context.state:
             raise SecAggError("mask: this client holds no update for the round (it did not train)")
-        metrics = dict(context.state.metric_records[W.STASH_METRICS])
-        weight = float(metrics[str(record["weight-key"])])
+        weight = _weight(dict(context.state.metric_records[W.STASH_METRICS]), str(record["weight-key"]))
         update = context.state.array_records[W.STASH]["update"].numpy()
         state, content = S.mask(node, state, record, update, weight)
         _forget(context, W.STASH, W.STASH_METRICS)
@@ -108,9 +126,26 @@ def _secagg_stage(msg: Message, context: Any, call_next: Callable[[Message, Any]
     return Message(content, reply_to=msg)
 
 
+def _weight(metrics: dict[str, Any], weight_key: str) -> float:
+    """This client's aggregation weight: its `weight_key` metric, or 1 when the server asks for a
+    plain mean (weight key "", as client-level DP needs)."""
+    return float(metrics[weight_key]) if weight_key else 1.0
+
+
+def _call_app(msg: Message, context: Any, call_next: Callable[[Message, Any], Message]) -> Message:
+    """Run the app (and the mods inside this one) on the train message without the secagg setup
+    record: they see the train message the strategy sent (Flower's fixedclipping_mod, for one,
+    requires exactly one ConfigRecord)."""
+    del msg.content[W.RECORD]
+    try:
+        return call_next(msg, context)
+    except Exception as exc:
+        raise _AppRaised() from exc
+
+
 def _secagg_train(msg: Message, context: Any, call_next: Callable[[Message, Any], Message], record: dict[str, Any]) -> Message:
     (key, sent), = msg.content.array_records.items()
-    reply = call_next(msg, context)
+    reply = _call_app(msg, context, call_next)
     if reply.has_error():
         return reply
     has_update = bool(reply.content.array_records) and not any(is_exhausted(m) for m in reply.content.metric_records.values())
@@ -160,11 +195,11 @@ def _ckks_train(msg: Message, context: Any, call_next: Callable[[Message, Any], 
         raise C.CKKSKeyError(f"the server uses CKKS key set {record.get('key-id')!r}, this client holds {keys.key_id!r} "
                              "(wrong or stale context)")
     name, _ = _decrypt_into(msg, keys)
-    reply = call_next(msg, context)
+    reply = _call_app(msg, context, call_next)
     if reply.has_error() or not reply.content.array_records or any(is_exhausted(m) for m in reply.content.metric_records.values()):
         return reply
     (metrics,) = reply.content.metric_records.values()
-    weight = float(metrics[str(record["weight-key"])])
+    weight = _weight(dict(metrics), str(record["weight-key"]))
     arrays = {k: v.numpy() for k, v in reply.content.array_records[name].items()}
     reply.content[name] = C.encrypt(keys, arrays, weight, int(record["clients"]))
     return reply

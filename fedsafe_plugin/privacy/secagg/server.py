@@ -201,7 +201,7 @@ class SecAggPlusServer:
                 continue
             if record.get("has-update"):
                 metrics = next(iter(reply.content.metric_records.values()))
-                weights[node] = float(metrics[weighted_by_key])
+                weights[node] = float(metrics[weighted_by_key]) if weighted_by_key else 1.0
         maskers = sorted(weights)
         if len(maskers) < rules.min_survivors:
             raise _Failed(f"train: {len(maskers)} updates, need t={rules.min_survivors}")
@@ -227,6 +227,9 @@ class SecAggPlusServer:
         dropped = [n for n in maskers if n not in survivors]
         if len(survivors) < rules.min_survivors:
             raise _Failed(f"mask: {len(survivors)} masked inputs, need t={rules.min_survivors}")
+        survived_weight = sum(weights[n] for n in survivors)
+        if survived_weight <= 0:
+            raise _Failed(f"mask: the surviving clients' total {weighted_by_key!r} is 0")
         lists = {"survivors": W.ids_out(survivors), "dropped": W.ids_out(dropped)}
         confirmations = self._exchange(grid, server_round, W.CONFIRM, {
             n: self._request(W.CONFIRM, session, **lists) for n in survivors}, state)
@@ -237,7 +240,6 @@ class SecAggPlusServer:
                                                              "view-from": views[n][0], "view-tags": views[n][1]})
             for n in confirmations}, state)
         total -= self._masks(state, shares, survivors, dropped, size)
-        survived_weight = sum(weights[n] for n in survivors)
         mean_update = decode(total, self.config.clip_range, self.config.bits) * (sum(weights.values()) / survived_weight)
         new = {k: reference[k] + part for k, part in W.unflatten(mean_update, reference, keys).items()}
         arrays = ArrayRecord({k: Array(new[k].astype(reference[k].dtype)) for k in global_arrays.keys()})
