@@ -80,8 +80,8 @@ class PrivacyConfig:
     noise_multiplier: float | None = _opt(
         None,
         "Noise multiplier sigma; 'auto' derives it so the whole plan fits epsilon.",
-        check=_non_negative,
-        rule=">= 0",
+        check=_positive,
+        rule="> 0 (sigma 0 has no finite epsilon)",
         auto=True,
     )
     accountant: str = _opt("prv", "Opacus accountant.", choices=("prv", "rdp"))
@@ -100,7 +100,7 @@ class ClientDPConfig:
     num_sampled_clients: int = _opt(0, "Clients sampled per round (required by Flower's wrapper when mode != none).", check=_non_negative, rule=">= 0")
     accounting: bool = _opt(False, "Report client-level epsilon with Flower's RdpAccountant (needs FedAvg, equal weights, all sampled clients replying).")
     delta: float = _opt(1e-5, "Delta of the client-level epsilon that Flower's accountant reports.", check=_open_unit, rule="in (0, 1)")
-    max_epsilon: float | None = _opt(None, "Stop the run before a round would pass this client-level epsilon; 'auto' = no cap.", check=_positive, rule="> 0", auto=True)
+    max_epsilon: float | None = _opt(None, "Stop the run before a round would pass this client-level epsilon (needs accounting); 'auto' = no cap.", check=_positive, rule="> 0", auto=True)
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class SecAggConfig:
     """Secure aggregation of adapters: the server learns only the sum."""
 
     mode: str = _opt("none", "none, secagg+ (masking) or ckks (TenSEAL).", choices=("none", "secagg+", "ckks"))
-    neighbours: int = _opt(0, "SecAgg+ graph degree k; 0 = about log2(n), n-1 = classic SecAgg.", check=_non_negative, rule=">= 0")
+    neighbours: int = _opt(0, "SecAgg+ graph degree k; 0 = 2*ceil(log2 n), at least ceil(log2 n), n-1 = classic SecAgg.", check=_non_negative, rule=">= 0")
     min_survivors: float = _opt(0.5, "Reconstruction threshold t as a fraction of the sampled clients.", check=lambda x: 0 < x <= 1, rule="in (0, 1]")
     clip_range: float = _opt(0.5, "Update values are clipped to [-r, r] before quantisation.", check=_positive, rule="> 0")
     bits: int = _opt(24, "Fixed-point bits of the weighted update (the uint32 sum cannot overflow for bits <= 24).", check=lambda x: 2 <= x <= 24, rule="in [2, 24]")
@@ -150,6 +150,8 @@ def _parse_value(key: str, f: dataclasses.Field, value: Any) -> Any:
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if not -(2**63) <= value < 2**63:  # Flower's ConfigRecord carries int64
+            raise ConfigError(f"{key}: {value} does not fit in a 64-bit integer")
     elif kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             hint = " or 'auto'" if meta["auto"] else ""
@@ -179,6 +181,8 @@ class FedSafeConfig:
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Scalar]) -> FedSafeConfig:
         """Read the `fedsafe.*` keys of a Flower run config (other keys are ignored)."""
+        if not isinstance(run_config, Mapping):
+            raise ConfigError(f"expected a run config mapping of keys to values, got {type(run_config).__name__}")
         given = {k: v for k, v in run_config.items() if k.startswith(PREFIX)}
         unknown = sorted(set(given) - set(valid_keys()))
         if unknown:
@@ -204,6 +208,11 @@ class FedSafeConfig:
             raise ConfigError(
                 f"{_key('client-dp', 'num_sampled_clients')}: must be set (> 0) "
                 f"when {_key('client-dp', 'mode')} is {self.client_dp.mode!r}"
+            )
+        if self.client_dp.max_epsilon is not None and not (self.client_dp.mode != "none" and self.client_dp.accounting):
+            raise ConfigError(
+                f"{_key('client-dp', 'max_epsilon')}: a cap needs Flower's accountant; "
+                f"set {_key('client-dp', 'accounting')} = true (and a {_key('client-dp', 'mode')})"
             )
 
     def to_flat(self) -> dict[str, Scalar]:

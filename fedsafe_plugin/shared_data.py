@@ -27,15 +27,22 @@ def find_shared_data(explicit: str | os.PathLike[str] | None = None) -> Path | N
 def iter_jsonl(path: str | os.PathLike[str], strict: bool = True) -> Iterator[tuple[int, dict | str]]:
     """(line number, object) per non-empty line; a bad line raises ValueError naming the line number,
     or with `strict=False` is yielded as (line number, "what is wrong") so the rest is not lost."""
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as fh:  # bytes, so one line that is not UTF-8 costs only that line
+        for lineno, raw in enumerate(fh, 1):
+            row: dict | None = None
             try:
-                row = json.loads(line)
-                problem = None if isinstance(row, dict) else "expected a JSON object"
-            except json.JSONDecodeError as exc:
-                problem = f"not valid JSON ({exc.msg} at column {exc.colno})"
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                problem: str | None = f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+            else:
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    problem = None if isinstance(row, dict) else "expected a JSON object"
+                except json.JSONDecodeError as exc:
+                    where = "at the end of the line" if exc.pos >= len(line) else f"at column {exc.colno}"
+                    problem = f"not valid JSON ({exc.msg} {where})"
             if problem is not None and strict:
                 raise ValueError(f"{path}:{lineno}: {problem}")
             yield lineno, row if problem is None else problem

@@ -47,12 +47,21 @@ def test_round_trip_through_config_record():
         ({"fedsafe.secagg.mode": "paillier"}, "fedsafe.secagg.mode: 'paillier' is not one of none, secagg+, ckks"),
         ({"fedsafe.secagg.bits": 40}, "fedsafe.secagg.bits: 40 is out of range (must be in [2, 24])"),
         ({"fedsafe.client-dp.mode": "server"}, "fedsafe.client-dp.num-sampled-clients: must be set"),
+        ({"fedsafe.sanitize.seed": 2**70}, "fedsafe.sanitize.seed: 1180591620717411303424 does not fit in a 64-bit integer"),
+        ({"fedsafe.privacy.noise-multiplier": 0}, "fedsafe.privacy.noise-multiplier: 0.0 is out of range (must be > 0"),
+        ({"fedsafe.client-dp.mode": "client", "fedsafe.client-dp.num-sampled-clients": 4, "fedsafe.client-dp.max-epsilon": 3.0},
+         "fedsafe.client-dp.max-epsilon: a cap needs Flower's accountant"),
     ],
 )
 def test_bad_config_names_the_key(values, needle):
     with pytest.raises(ConfigError) as err:
         FedSafeConfig.from_run_config(values)
     assert needle in str(err.value)
+
+
+def test_run_config_must_be_a_mapping():
+    with pytest.raises(ConfigError, match="expected a run config mapping"):
+        FedSafeConfig.from_run_config(None)
 
 
 def test_describe_keys_covers_every_key():

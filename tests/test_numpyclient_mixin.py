@@ -45,6 +45,17 @@ def test_nan_update_raises_and_bound_clips():
         MyClient(np.inf).get_parameters({})
 
 
+def test_private_training_needs_a_bound_context():
+    """Flower builds a new client every round: without the context the accountant would restart."""
+    with pytest.raises(ValueError, match="DP-SGD needs the ClientApp context"):
+        MyClient(0.1).fit([np.zeros(3, np.float32)], {"fedsafe.privacy.enabled": True})
+    unbound = MyClient(0.1)  # without DP an unbound client still trains (only the sanitize cache is lost)
+    assert unbound.fit([np.zeros(3, np.float32)], {})[1] == 4
+    bound = MyClient(0.1)
+    bound.context = _ctx()  # the `self.context` a client_fn sets, as in the examples
+    assert bound._fedsafe_state(True) is bound.context.state
+
+
 def test_bad_config_raises_config_error():
     with pytest.raises(ConfigError, match="fedsafe.privacy.delta"):
         MyClient(0.1).with_context(_ctx()).fit([np.zeros(3, np.float32)], {"fedsafe.privacy.delta": 2.0})

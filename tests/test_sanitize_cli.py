@@ -101,3 +101,46 @@ def test_distill_rejects_a_bad_teacher_device_or_dtype(tmp_path, capsys, flag, v
     out = tmp_path / "student"
     assert main(["distill", "--input", data, "--out", str(out), "--teacher-seqcls", teacher, flag, value]) == 2
     assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_undecodable_and_truncated_lines_cost_only_themselves(student, tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'{"prompt": "How do I bake bread?"}\n{"prompt": "caf\xff\xfe"}\n{"prompt": "abc"\n'
+                    b'{"prompt": "How do I plant tomatoes?"}\n')
+    out = tmp_path / "out.jsonl"
+    assert main(["classify", "--input", str(src), "--output", str(out), "--student", student]) == 1
+    err = capsys.readouterr().err
+    assert f"{src}:2: not valid UTF-8 (byte 0xff at column 16)" in err
+    assert f"{src}:3: not valid JSON (Expecting ',' delimiter at the end of the line)" in err
+    assert len(out.read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"--input": "missing.jsonl"}, "no such file"),
+    ({"--output": "no-such-folder/out.jsonl"}, "does not exist"),
+    ({"--threshold": "-1"}, "--threshold -1.0: must be in (0, 1)"),
+    ({"--threshold": "nan"}, "must be in (0, 1)"),
+    ({"--batch-size": "0"}, "--batch-size 0: must be >= 1"),
+])
+def test_bad_arguments_exit_2_before_loading_a_model(tmp_path, capsys, monkeypatch, change, message):
+    from fedsafe_plugin.sanitize import classifier
+
+    monkeypatch.setattr(classifier.SafetyClassifier, "load", lambda *a, **k: pytest.fail("no model may load"))
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "in.jsonl", [json.dumps({"prompt": "p"})])
+    args = {"--input": "in.jsonl", "--output": "out.jsonl", **change}
+    assert main(["classify", *[x for kv in args.items() for x in kv]]) == 2
+    err = capsys.readouterr().err
+    assert "fedsafe classify: error: " in err and message in err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_distill_names_a_missing_label_column_and_writes_nothing_for_a_bad_line(tmp_path, capsys):
+    data = _write(tmp_path / "train.jsonl", [json.dumps(r) for r in ROWS])
+    out = tmp_path / "student"
+    assert main(["distill", "--input", data, "--out", str(out), "--label-column", "lable"]) == 2
+    assert "label column 'lable' is in no row" in capsys.readouterr().err and not out.exists()
+    bad = _write(tmp_path / "bad.jsonl", [json.dumps(ROWS[0]), '{"prompt": 3}'])
+    assert main(["distill", "--input", bad, "--out", str(out), "--label-column", "label"]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:2: 'prompt' must be a string" in err and "nothing written" in err and not out.exists()

@@ -27,7 +27,8 @@ log = logging.getLogger("flwr.fedsafe")
 def _guard_fit(fit: Callable) -> Callable:
     @functools.wraps(fit)
     def wrapper(self: Any, parameters: list, config: dict) -> tuple[list, int, dict]:
-        self.fedsafe = FedSafeSession(config_from_mapping(config), self._fedsafe_state())
+        fedsafe_config = config_from_mapping(config)
+        self.fedsafe = FedSafeSession(fedsafe_config, self._fedsafe_state(fedsafe_config.privacy.enabled))
         new_params, num_examples, metrics = fit(self, parameters, config)
         metrics = {**metrics, **self.fedsafe.metrics}
         if self.fedsafe.exhausted:  # budget spent: send the global back untouched, weight 0
@@ -76,12 +77,16 @@ class FedDetoxClientMixin:
         self._fedsafe_context = context
         return self
 
-    def _fedsafe_state(self) -> Any:
+    def _fedsafe_state(self, private: bool) -> Any:
         if self._fedsafe_context is None:
             self._fedsafe_context = getattr(self, "context", None)
         if self._fedsafe_context is None:
             from flwr.app import RecordDict
 
+            if private:  # Flower builds a new client every round: the accountant would start at 0 each time
+                raise ValueError("fedsafe: DP-SGD needs the ClientApp context (set self.context, or return "
+                                 "MyClient(...).with_context(context) from client_fn) so the privacy budget "
+                                 "composes across rounds")
             log.warning("fedsafe: client not bound with .with_context(context); state will not survive rounds")
             self._fedsafe_context = SimpleNamespace(state=RecordDict())
         return self._fedsafe_context.state

@@ -1,7 +1,9 @@
 """`fedsafe classify`, `fedsafe sanitize` and `fedsafe distill`.
 
-A malformed input line is reported on stderr with its line number and what is wrong; every good
-line is still processed and written, and the command exits with status 1.
+A malformed input line is reported on stderr with its line number and what is wrong; `classify`
+and `sanitize` still process and write every good line and exit with status 1, `distill` trains
+on nothing partial: it writes nothing and exits with 1. A bad argument or a missing file exits
+with 2 before any model loads.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from fedsafe_plugin.shared_data import iter_jsonl
 def _check_text(row: dict, key: str, optional: bool = False) -> str | None:
     """None if row[key] is a string (or absent/null when optional), else what is wrong."""
     if key not in row or row[key] is None:
-        return None if optional else f"missing '{key}'"
+        return None if optional else f"missing '{key}'" if key not in row else f"'{key}' is null"
     return None if isinstance(row[key], str) else f"'{key}' must be a string, got {type(row[key]).__name__}"
 
 
@@ -55,7 +57,24 @@ def _write_jsonl(path: str | Path, rows: list[dict]) -> None:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Fail fast (before a model loads) on a missing input, an output folder that does not exist,
+    or a threshold or batch size out of range; main() turns the ValueError into exit status 2."""
+    if not Path(args.input).is_file():
+        raise ValueError(f"--input {args.input}: no such file")
+    out = Path(getattr(args, "output", None) or args.out)
+    if not out.parent.is_dir():
+        raise ValueError(f"{out}: folder {out.parent} does not exist")
+    threshold = getattr(args, "threshold", None)
+    if threshold is not None and not 0 < threshold < 1:
+        raise ValueError(f"--threshold {threshold}: must be in (0, 1)")
+    if getattr(args, "batch_size", 1) < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: must be >= 1")
+
+
 def _report(errors: list[str], n_good: int) -> int:
+    if not errors and n_good == 0:
+        print("warning: the input has no lines; wrote an empty output", file=sys.stderr)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     if errors:
@@ -66,6 +85,7 @@ def _report(errors: list[str], n_good: int) -> int:
 def _classify(args: argparse.Namespace) -> int:
     from fedsafe_plugin.sanitize.classifier import SafetyClassifier
 
+    _check_args(args)
     rows, errors = read_jsonl(args.input, _classify_problem)
     clf = SafetyClassifier.load(args.student or None)
     responses = [r.get("response") for r in rows]
@@ -73,7 +93,7 @@ def _classify(args: argparse.Namespace) -> int:
     out = []
     for row, resp, s in zip(rows, responses, scores):
         thr = args.threshold if args.threshold is not None else (clf.threshold if resp is not None else clf.prompt_threshold)
-        out.append({**row, "unsafe_score": round(float(s), 6), "unsafe": bool(s >= thr)})
+        out.append({**row, "unsafe_score": float(s), "unsafe": bool(s >= thr)})
     _write_jsonl(args.output, out)
     print(f"classified {len(out)} line(s): {sum(r['unsafe'] for r in out)} unsafe", file=sys.stderr)
     return _report(errors, len(rows))
@@ -83,6 +103,7 @@ def _sanitize(args: argparse.Namespace) -> int:
     from fedsafe_plugin.config import SanitizeConfig
     from fedsafe_plugin.sanitize.sanitizer import Sanitizer
 
+    _check_args(args)
     rows, errors = read_jsonl(args.input, _sanitize_problem)
     cfg = SanitizeConfig(action=args.action, threshold=args.threshold, student=args.student, seed=args.seed)
     result = Sanitizer.from_config(cfg).sanitize(rows)
@@ -97,9 +118,13 @@ def _distill(args: argparse.Namespace) -> int:
     from fedsafe_plugin.sanitize.encoder import EncoderSpec
     from fedsafe_plugin.sanitize.teachers import GuardTeacher, SequenceClassifierTeacher, labels_from_column
 
+    _check_args(args)
     rows, errors = read_jsonl(args.input, _classify_problem)
-    if errors:
-        return _report(errors, len(rows))  # training on a silently partial file would mislead
+    if errors:  # training on a silently partial file would mislead
+        for e in errors:
+            print(f"error: {e}", file=sys.stderr)
+        print(f"{len(errors)} bad line(s); nothing written (distill trains only on a fully valid file)", file=sys.stderr)
+        return 1
     prompts = [r["prompt"] for r in rows]
     responses = [r.get("response") for r in rows]
     teacher = None

@@ -172,6 +172,8 @@ class GuardTeacher:
 
 def labels_from_column(rows: Sequence[dict], column: str) -> np.ndarray:
     """(c) Hard labels (1 unsafe, 0 safe, nan unknown) from a column of bools, 0/1 or label names."""
+    if rows and not any(column in row for row in rows):
+        raise ValueError(f"label column {column!r} is in no row (columns seen: {sorted({k for r in rows for k in r})[:10]})")
     out = np.full(len(rows), np.nan)
     for i, row in enumerate(rows):
         value = row.get(column)

@@ -65,6 +65,9 @@ def collate(prompts: Sequence[list[int]], responses: Sequence[list[int]], pad_id
     """Right-padded (input_ids, loss_mask); loss_mask marks the response tokens."""
     import torch
 
+    if pad_id is None:
+        raise ValueError("pad_id is None: the tokenizer has no pad token; pass "
+                         "fedsafe_plugin.training.data.pad_id(tokenizer), which falls back to its EOS id")
     seqs = [p + r for p, r in zip(prompts, responses, strict=True)]
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)

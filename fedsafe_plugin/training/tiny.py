@@ -11,6 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: importing transformers at module load would slow `fedsafe --help`
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 USER, ASSISTANT, END, PAD = "<|user|>", "<|assistant|>", "<|end|>", "<|pad|>"
 
@@ -61,7 +65,7 @@ def _tokenizer_json(vocab_size: int, corpus_key: tuple[str, ...]) -> str:
     return tok.to_str()
 
 
-def build_tiny_tokenizer(vocab_size: int = 1024, corpus: Iterable[str] | None = None):
+def build_tiny_tokenizer(vocab_size: int = 1024, corpus: Iterable[str] | None = None) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer (any text encodes) with a chat template and `<|end|>` as EOS."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
@@ -76,7 +80,7 @@ def build_tiny_tokenizer(vocab_size: int = 1024, corpus: Iterable[str] | None = 
     return tokenizer
 
 
-def build_tiny_model(spec: TinySpec = TinySpec(), tokenizer=None):
+def build_tiny_model(spec: TinySpec = TinySpec(), tokenizer: PreTrainedTokenizerFast | None = None) -> LlamaForCausalLM:
     """A config-initialised LlamaForCausalLM, seeded, with dropout 0 (Opacus needs it)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -107,7 +111,7 @@ def build_tiny_model(spec: TinySpec = TinySpec(), tokenizer=None):
     return model
 
 
-def build_tiny_lora_model(spec: TinySpec = TinySpec(), r: int = 8):
+def build_tiny_lora_model(spec: TinySpec = TinySpec(), r: int = 8) -> tuple[Any, PreTrainedTokenizerFast]:
     """(model with a fresh LoRA adapter, tokenizer): the stand-in LM of the examples and demo."""
     from fedsafe_plugin.training.lora import add_lora
 
