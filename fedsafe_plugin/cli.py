@@ -17,6 +17,14 @@ _COMMAND_MODULES = [
 ]
 
 
+class CLIError(Exception):
+    """A bad argument or input the user can fix: printed as one line, exit status 2."""
+
+
+# What a user fixes by pointing at another path; anything else keeps its traceback.
+_USER_ERRORS = (CLIError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full `fedsafe` parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -34,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (OSError, ValueError) as exc:  # a missing file, a bad value: one line, not a traceback
+    except _USER_ERRORS as exc:
         print(f"fedsafe {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

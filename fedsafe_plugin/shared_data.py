@@ -31,7 +31,7 @@ def iter_jsonl(path: str | os.PathLike[str], strict: bool = True) -> Iterator[tu
         for lineno, raw in enumerate(fh, 1):
             row: dict | None = None
             try:
-                line = raw.decode("utf-8").rstrip("\r\n")
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n")  # a BOM may open the file
             except UnicodeDecodeError as exc:
                 problem: str | None = f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
             else:

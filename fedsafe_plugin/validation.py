@@ -53,9 +53,10 @@ def clip_update(update: NDArrays, reference: NDArrays, max_norm: float) -> dict[
         out = {k: (reference[k] + scale * (update[k] - reference[k])).astype(update[k].dtype) for k in reference}
         sent = update_norm(out, reference)
         if sent <= max_norm:
-            break
+            return out
         scale *= max_norm / sent * (1 - 1e-6)
-    return out
+    raise ValueError(f"cannot bound the update to norm {max_norm:.3g}: at this dtype's precision around the "
+                     f"global values it stays at {sent:.3g} (raise fedsafe.validate.max-update-norm)")
 
 
 def as_ndarrays(record) -> dict[str, np.ndarray]:

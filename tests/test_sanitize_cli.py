@@ -30,7 +30,7 @@ def student(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("cli")
     enc = build_tiny_encoder(root / "enc")
     data = _write(root / "train.jsonl", [json.dumps(r) for r in ROWS])
-    out = root / "student"
+    out = root / "new" / "student"  # distill makes the folders
     assert main(["distill", "--input", data, "--out", str(out), "--label-column", "label",
                  "--backbone", enc, "--max-length", "64", "--hidden", "32", "--epochs", "300", "--lr", "1e-2"]) == 0
     cfg = json.loads((out / "student.json").read_text())

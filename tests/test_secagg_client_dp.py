@@ -59,7 +59,7 @@ def test_clipped_plain_mean_of_masked_updates_is_released_and_accounted(accounti
     assert not any(r.has_error() for r in grid.received), [r.error.reason for r in grid.received if r.has_error()]
     want = _clipped_mean(updates, sorted(updates))
     for k, g in global_arrays.items():
-        # SecAgg+ quantisation (clip range 2, 16 bits) and the 1e-6 noise multiplier stay far below 1e-3
+        # SecAgg+ quantisation (clip range 2, 24 bits) and the 1e-6 noise multiplier stay far below 1e-3
         np.testing.assert_allclose(arrays[k].numpy() - g, want[k], atol=1e-3)
     dp = strategy.strategy
     if accounting:

@@ -135,6 +135,19 @@ def test_secure_aggregation_refuses_incompatible_client_dp():
         from flwr.serverapp.strategy import Krum
 
         FedDetox(Krum(), FedSafeConfig.from_run_config({"fedsafe.secagg.mode": "secagg+"}))
+    coarse = {"fedsafe.secagg.mode": "secagg+", "fedsafe.secagg.bits": 16, "fedsafe.client-dp.mode": "client",
+              "fedsafe.client-dp.num-sampled-clients": 2}
+    with pytest.raises(ConfigError, match="fedsafe.secagg.bits: client-level DP needs at least 20 bits"):
+        FedDetox(FedAvg(), FedSafeConfig.from_run_config(coarse))
+
+
+@pytest.mark.parametrize("mode", ["server", "client"])
+def test_client_level_dp_takes_the_plain_mean(mode):
+    """The DP noise is sized for a plain mean of clipped updates, so num-examples must not weigh in."""
+    cfg = FedSafeConfig.from_run_config({"fedsafe.client-dp.mode": mode, "fedsafe.client-dp.num-sampled-clients": 2,
+                                         "fedsafe.client-dp.noise-multiplier": 0.0, "fedsafe.client-dp.clipping-norm": 100.0})
+    _, (arrays, _) = _round(FedDetox(FedAvg(), cfg), [(_upd(0.1), {"num-examples": 1}), (_upd(0.5), {"num-examples": 99})])
+    np.testing.assert_allclose(as_ndarrays(arrays)["lora_A"], 0.3, rtol=1e-6)
 
 
 def test_wraps_server_side_optimisers():

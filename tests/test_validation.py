@@ -39,6 +39,14 @@ def test_norm_bound_and_clipping():
     assert np.array_equal(clip_update(small, REF, 1.0)["a"], small["a"])
 
 
+def test_a_bound_below_float32_precision_is_an_error_not_a_silent_overshoot():
+    rng = np.random.default_rng(10)  # a case where float32 rounding keeps the norm just over the bound
+    ref = {"a": rng.uniform(0.5, 1.0, 4302).astype(np.float32)}
+    upd = {"a": ref["a"] + rng.normal(scale=0.01, size=4302).astype(np.float32)}
+    with pytest.raises(ValueError, match="cannot bound the update to norm 6.7e-06"):
+        clip_update(upd, ref, 6.7e-6)
+
+
 def test_clipped_updates_pass_the_same_bound_on_the_server():
     """Clipped to exactly the bound, float32 rounding would put about half just over it."""
     rng = np.random.default_rng(0)

@@ -57,7 +57,10 @@ def fedsafe_mod(msg: Any, context: Any, call_next: Callable[[Any, Any], Any]) ->
         return _error_reply(msg, f"update not sent: {problem}")
     bound = config.validate.max_update_norm
     if bound > 0:
-        reply.content[key] = to_array_record(clip_update(update, reference, bound))
+        try:
+            reply.content[key] = to_array_record(clip_update(update, reference, bound))
+        except ValueError as exc:
+            return _error_reply(msg, f"update not sent: {exc}")
     return reply
 
 

@@ -58,18 +58,22 @@ def _write_jsonl(path: str | Path, rows: list[dict]) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    """Fail fast (before a model loads) on a missing input, an output folder that does not exist,
-    or a threshold or batch size out of range; main() turns the ValueError into exit status 2."""
-    if not Path(args.input).is_file():
-        raise ValueError(f"--input {args.input}: no such file")
-    out = Path(getattr(args, "output", None) or args.out)
-    if not out.parent.is_dir():
-        raise ValueError(f"{out}: folder {out.parent} does not exist")
+    """Fail fast (before a model loads) on a missing input, an output that cannot be written, or a
+    threshold or batch size out of range; main() prints the CLIError and exits with status 2."""
+    from fedsafe_plugin.cli import CLIError
+
+    source = Path(args.input)
+    if not source.exists() or source.is_dir():  # not is_file(): /dev/stdin and <(...) are fine
+        raise CLIError(f"--input {args.input}: no such file")
+    if getattr(args, "output", None) is not None and not Path(args.output).parent.is_dir():
+        raise CLIError(f"--output {args.output}: folder {Path(args.output).parent} does not exist")
+    if getattr(args, "out", None) is not None and Path(args.out).is_file():
+        raise CLIError(f"--out {args.out}: is a file, not a student folder")
     threshold = getattr(args, "threshold", None)
     if threshold is not None and not 0 < threshold < 1:
-        raise ValueError(f"--threshold {threshold}: must be in (0, 1)")
+        raise CLIError(f"--threshold {threshold}: must be in (0, 1)")
     if getattr(args, "batch_size", 1) < 1:
-        raise ValueError(f"--batch-size {args.batch_size}: must be >= 1")
+        raise CLIError(f"--batch-size {args.batch_size}: must be >= 1")
 
 
 def _report(errors: list[str], n_good: int) -> int:
@@ -127,6 +131,12 @@ def _distill(args: argparse.Namespace) -> int:
         return 1
     prompts = [r["prompt"] for r in rows]
     responses = [r.get("response") for r in rows]
+    try:
+        labels = labels_from_column(rows, args.label_column) if args.label_column else None
+    except ValueError as exc:
+        from fedsafe_plugin.cli import CLIError
+
+        raise CLIError(f"--label-column: {exc}") from exc
     teacher = None
     where = {"device": args.teacher_device, "dtype": args.teacher_dtype}
     try:
@@ -137,7 +147,6 @@ def _distill(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: teacher: {exc}", file=sys.stderr)
         return 2
-    labels = labels_from_column(rows, args.label_column) if args.label_column else None
     if teacher is None and labels is None:
         print("error: give a teacher (--teacher-seqcls / --teacher-guard) and/or --label-column", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ from fedsafe_plugin.strategies.summary import RoundSummary
 from fedsafe_plugin.validation import as_ndarrays, find_problem
 
 log = logging.getLogger("flwr.fedsafe")
+MIN_BITS_WITH_CLIENT_DP = 20
 
 class FedDetox(Strategy):
     """Wrap `strategy` so its rounds are fedsafe rounds (see the module docstring)."""
@@ -46,6 +47,11 @@ class FedDetox(Strategy):
             raise ConfigError("fedsafe.client-dp.mode: 'server' clips each client's update, which secure aggregation hides; use 'client'")
         if secagg == "ckks" and client_dp != "none":
             raise ConfigError("fedsafe.client-dp.mode: the server cannot add noise to a CKKS-encrypted aggregate; use 'none'")
+        if secagg == "secagg+" and client_dp != "none" and self.config.secagg.bits < MIN_BITS_WITH_CLIENT_DP:
+            # Stochastic rounding lets one client move the decoded mean by up to about (r/L)*sqrt(d)
+            # beyond its clipped C/n, which the noise does not cover; at >= 20 bits that is < 1e-6*sqrt(d).
+            raise ConfigError(f"fedsafe.secagg.bits: client-level DP needs at least {MIN_BITS_WITH_CLIENT_DP} bits "
+                              "(coarser quantisation adds influence the DP noise does not cover)")
         if secagg != "none":
             from fedsafe_plugin.privacy.secagg import check_inner_strategy, make_server_aggregator
 
@@ -95,11 +101,19 @@ class FedDetox(Strategy):
         elif self._secure is not None:
             arrays, metrics = self._aggregate_secure(server_round, kept, summary)
         else:
+            if self.config.client_dp.mode != "none":
+                self._weigh_equally(kept)
             arrays, metrics = self.strategy.aggregate_train(server_round, kept)
         self.history[server_round] = summary
         log.info(summary.describe())
         combined = {**(dict(metrics) if metrics is not None else {}), **summary.as_metrics()}
         return arrays, MetricRecord(combined)
+
+    def _weigh_equally(self, replies: list[Message]) -> None:
+        """Client-level DP sizes its noise for a plain mean of clipped updates (each client moves it by
+        at most C/n); FedAvg weighting by num-examples would let one client move it by up to C."""
+        for msg in replies:
+            next(iter(msg.content.metric_records.values()))[self.weighted_by_key] = 1.0
 
     def _aggregate_secure(self, server_round: int, kept: list[Message], summary: RoundSummary) -> tuple[ArrayRecord | None, MetricRecord | None]:
         assert self._secure is not None and self._grid is not None

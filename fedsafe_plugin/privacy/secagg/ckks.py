@@ -14,6 +14,7 @@ decrypting garbage.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -47,6 +48,13 @@ class CKKSKeys:
         self.key_id: str = header["key-id"]
         self.slots: int = int(header["poly"]) // 2
         self.capacity: float = 2.0 ** (int(header["coeff"][0]) - int(header["scale_bits"]) - 1)
+
+    @functools.cached_property
+    def fresh_params(self) -> list[tuple[float, tuple[int, ...], int]]:
+        """Scale, modulus level and size of a freshly encrypted vector (what an honest client sends)."""
+        import tenseal as ts
+
+        return _params(ts.ckks_vector(self.context, [0.0]))
 
     @property
     def is_secret(self) -> bool:
@@ -156,53 +164,83 @@ def encrypt(keys: CKKSKeys, arrays: dict[str, np.ndarray], weight: float, client
     return _record({"key-id": keys.key_id, "weight": weight, "clients": 1, **layout}, chunks)
 
 
-def layout_of(record: ArrayRecord) -> tuple[list[str], list[list[int]]]:
-    """(keys, shapes) of an encrypted record's plaintext, or of a plaintext ArrayRecord, in encrypt()'s order."""
+Layout = tuple[list[str], list[list[int]], list[str]]  # keys, shapes, dtypes in encrypt()'s order
+
+
+def layout_of(record: ArrayRecord) -> Layout:
+    """The layout of an encrypted record's plaintext (from its header), or of a plaintext ArrayRecord."""
     if is_encrypted(record):
         header = _header(record)
-        return list(header["keys"]), [list(s) for s in header["shapes"]]
+        return list(header["keys"]), [list(s) for s in header["shapes"]], list(header["dtypes"])
     order = sorted(record.keys())
-    return order, [list(record[k].shape) for k in order]
+    return order, [list(record[k].shape) for k in order], [str(record[k].numpy().dtype) for k in order]
 
 
-def open_update(keys: CKKSKeys, record: ArrayRecord) -> tuple[dict[str, Any], list[Any]]:
-    """Parse one ciphertext record into (header, CKKS vectors); SecAggError says what is wrong with it."""
+def open_update(keys: CKKSKeys, record: ArrayRecord, layout: Layout) -> tuple[dict[str, Any], list[Any]]:
+    """One client's ciphertext record as (header, CKKS vectors), checked against the global's `layout`.
+
+    SecAggError says what is wrong. The bytes come from a client, and TenSEAL's parser raises
+    assorted errors (ValueError, RuntimeError) on bad input, hence the broad except.
+    """
     import tenseal as ts
 
     try:
         header = _header(record)
         _check_key(keys, header)
-        weight = header["weight"]
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
+        if [header["keys"], header["shapes"]] != [layout[0], layout[1]]:
+            raise SecAggError("the ciphertext has another adapter layout than the global model")
+        weight, clients = float(header["weight"]), header["clients"]
+        if not 0 <= weight < float("inf"):
             raise SecAggError(f"the ciphertext's weight {weight!r} is not a finite non-negative number")
+        if isinstance(clients, bool) or not isinstance(clients, int) or clients < 1:
+            raise SecAggError(f"the ciphertext's client count {clients!r} is not a positive integer")
         vectors = [ts.ckks_vector_from(keys.context, c) for c in _chunks(record, header)]
-    except (KeyError, TypeError, ValueError) as exc:  # a bad header (JSON) or a stream TenSEAL cannot parse
+    except SecAggError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see the docstring
         raise SecAggError(f"malformed ciphertext record ({type(exc).__name__}: {exc})") from exc
     sizes = [v.size() for v in vectors]
-    expected = int(sum(np.prod(s, dtype=np.int64) for s in header["shapes"]))
+    expected = int(sum(np.prod(s, dtype=np.int64) for s in layout[1]))
     if sum(sizes) != expected or any(n != keys.slots for n in sizes[:-1]):
         raise SecAggError(f"the ciphertext holds {sum(sizes)} values in {len(sizes)} vectors, its layout says {expected}")
-    return header, vectors
+    if any(_params(v) != keys.fresh_params for v in vectors):
+        raise SecAggError("the ciphertext is at another scale, level or size than a fresh one of this key set")
+    return {**header, "weight": weight}, vectors
+
+
+def _params(vector: Any) -> list[tuple[float, tuple[int, ...], int]]:
+    # TenSEAL's CKKSVector.scale() is broken in the installed build; its SEAL ciphertexts expose these.
+    return [(c.scale, tuple(c.parms_id()), c.size()) for c in vector.ciphertext()]
+
+
+
+def add_to(total: list[Any] | None, vectors: list[Any]) -> list[Any]:
+    """total + vectors as new ciphertexts; `total` is untouched if TenSEAL refuses (e.g. another level)."""
+    if total is None:
+        return vectors
+    try:
+        return [acc + v for acc, v in zip(total, vectors, strict=True)]
+    except Exception as exc:  # noqa: BLE001 - TenSEAL's errors on mismatched ciphertexts vary
+        raise SecAggError(f"the ciphertext does not add to the others ({type(exc).__name__}: {exc})") from exc
+
+
+def sum_record(keys: CKKSKeys, total: list[Any], headers: list[dict[str, Any]], layout: Layout) -> ArrayRecord:
+    """The encrypted sum as a record; its layout is the global's, never a client's."""
+    header = {"key-id": keys.key_id, "weight": sum(h["weight"] for h in headers), "clients": sum(h["clients"] for h in headers),
+              "keys": layout[0], "shapes": layout[1], "dtypes": layout[2]}
+    return _record(header, [v.serialize() for v in total])
 
 
 def add(keys: CKKSKeys, records: list[ArrayRecord]) -> ArrayRecord:
-    """Sum ciphertext records (same key set and layout) without decrypting anything."""
+    """Sum ciphertext records of one key set and layout (the first one's) without decrypting anything."""
     if not records:
         raise SecAggError("no encrypted updates to add")
-    opened = [open_update(keys, r) for r in records]
-    if any((h["keys"], h["shapes"]) != (opened[0][0]["keys"], opened[0][0]["shapes"]) for h, _ in opened):
-        raise SecAggError("encrypted updates disagree on the adapter layout")
-    return add_opened(opened)
-
-
-def add_opened(opened: list[tuple[dict[str, Any], list[Any]]]) -> ArrayRecord:
-    """Sum updates already checked by `open_update` (same layout), in place of the first one's vectors."""
-    (header, total), rest = opened[0], opened[1:]
-    for _, vectors in rest:
-        for acc, v in zip(total, vectors, strict=True):
-            acc.add_(v)
-    summed = {**header, "weight": sum(h["weight"] for h, _ in opened), "clients": sum(h["clients"] for h, _ in opened)}
-    return _record(summed, [v.serialize() for v in total])
+    layout = layout_of(records[0])
+    opened = [open_update(keys, r, layout) for r in records]
+    total = None
+    for _, vectors in opened:
+        total = add_to(total, vectors)
+    return sum_record(keys, total, [h for h, _ in opened], layout)
 
 
 def decrypt(keys: CKKSKeys, record: ArrayRecord) -> dict[str, np.ndarray]:

@@ -38,8 +38,8 @@ class CKKSServer:
     def aggregate_train(self, server_round: int, replies: Iterable[Message], grid: Any,
                         global_arrays: ArrayRecord, weighted_by_key: str) -> SecureResult:
         """Sum of n_k * w_k as ciphertexts plus the total weight; no plaintext is ever formed."""
-        expected = C.layout_of(global_arrays)
-        opened, sizes = [], []
+        layout = C.layout_of(global_arrays)
+        total, headers, sizes = None, [], []
         for reply in replies:
             (arrays,) = reply.content.array_records.values()
             (metrics,) = reply.content.metric_records.values()
@@ -47,26 +47,23 @@ class CKKSServer:
             if not C.is_encrypted(arrays):
                 log.warning("ckks round %d: node %d sent a plaintext update; ignored", server_round, node)
                 continue
-            try:  # one malformed ciphertext costs only its sender's update, never the round
-                header, vectors = C.open_update(self.keys, arrays)
+            try:  # one bad ciphertext costs only its sender's update, never the round
+                header, vectors = C.open_update(self.keys, arrays, layout)
+                if header["weight"] != float(metrics[weighted_by_key]):
+                    raise SecAggError(f"its weight differs from its {weighted_by_key!r}")
+                total = C.add_to(total, vectors)
             except SecAggError as exc:
-                log.warning("ckks round %d: node %d sent an unusable ciphertext (%s); ignored", server_round, node, exc)
+                log.warning("ckks round %d: node %d's ciphertext ignored: %s", server_round, node, exc)
                 continue
-            if (header["keys"], [list(s) for s in header["shapes"]]) != expected:
-                log.warning("ckks round %d: node %d's ciphertext has another adapter layout; ignored", server_round, node)
-                continue
-            if float(header["weight"]) != float(metrics[weighted_by_key]):
-                log.warning("ckks round %d: node %d's ciphertext weight differs from its %s; ignored", server_round, node, weighted_by_key)
-                continue
-            opened.append((header, vectors))
+            headers.append(header)
             sizes.append(W.payload_bytes_of(arrays))
-        if not opened:
+        if total is None:
             reason = "no usable encrypted update"
             log.error("ckks round %d failed: %s", server_round, reason)
             return SecureResult(None, 0.0, {"fedsafe.secagg.failed": 1.0}, encrypted=True, reason=reason)
-        total = C.add_opened(opened)
+        total = C.sum_record(self.keys, total, headers, layout)
         weight = C.weight_of(total)
         if weight <= 0:
             return SecureResult(None, 0.0, {"fedsafe.secagg.failed": 1.0}, encrypted=True, reason="total weight is 0")
-        metrics = {"fedsafe.secagg.survivors": float(len(opened)), "fedsafe.secagg.bytes-up-per-client": sum(sizes) / len(sizes)}
+        metrics = {"fedsafe.secagg.survivors": float(len(headers)), "fedsafe.secagg.bytes-up-per-client": sum(sizes) / len(sizes)}
         return SecureResult(total, weight, metrics, encrypted=True)

@@ -67,7 +67,9 @@ def secagg_mod(msg: Message, context: Any, call_next: Callable[[Message, Any], M
             return _ckks_train(msg, context, call_next, record)
         return _secagg_stage(msg, context, call_next, record)
     except _AppRaised as wrapped:  # the app's own error is the app's, not a secagg refusal
-        raise wrapped.__cause__ from None
+        error = wrapped.__cause__
+        assert error is not None
+        raise error from error.__cause__
     except (SecAggError, ConfigError, KeyError, ValueError, TypeError) as exc:
         return _refuse(msg, f"{type(exc).__name__}: {exc}" if not isinstance(exc, SecAggError) else str(exc))
 
