@@ -51,10 +51,10 @@ class CKKSServer:
                 header, vectors = C.open_update(self.keys, arrays, layout)
                 if header["weight"] != float(metrics[weighted_by_key]):
                     raise SecAggError(f"its weight differs from its {weighted_by_key!r}")
-                total = C.add_to(total, vectors)
             except SecAggError as exc:
                 log.warning("ckks round %d: node %d's ciphertext ignored: %s", server_round, node, exc)
                 continue
+            total = C.add_to(total, vectors)
             headers.append(header)
             sizes.append(W.payload_bytes_of(arrays))
         if total is None:
