@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from fedsafe_plugin.cli import CLIError
 from fedsafe_plugin.sanitize.encoder import SCORE_BATCH
 from fedsafe_plugin.shared_data import iter_jsonl
 
@@ -60,8 +61,6 @@ def _write_jsonl(path: str | Path, rows: list[dict]) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     """Fail fast (before a model loads) on a missing input, an output that cannot be written, or a
     threshold or batch size out of range; main() prints the CLIError and exits with status 2."""
-    from fedsafe_plugin.cli import CLIError
-
     source = Path(args.input)
     if not source.exists() or source.is_dir():  # not is_file(): /dev/stdin and <(...) are fine
         raise CLIError(f"--input {args.input}: no such file")
@@ -76,11 +75,15 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CLIError(f"--batch-size {args.batch_size}: must be >= 1")
 
 
+def _print_errors(errors: list[str]) -> None:
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+
+
 def _report(errors: list[str], n_good: int) -> int:
     if not errors and n_good == 0:
         print("warning: the input has no lines; wrote an empty output", file=sys.stderr)
-    for e in errors:
-        print(f"error: {e}", file=sys.stderr)
+    _print_errors(errors)
     if errors:
         print(f"{len(errors)} bad line(s) skipped; {n_good} good line(s) processed", file=sys.stderr)
     return 1 if errors else 0
@@ -125,17 +128,16 @@ def _distill(args: argparse.Namespace) -> int:
     _check_args(args)
     rows, errors = read_jsonl(args.input, _classify_problem)
     if errors:  # training on a silently partial file would mislead
-        for e in errors:
-            print(f"error: {e}", file=sys.stderr)
+        _print_errors(errors)
         print(f"{len(errors)} bad line(s); nothing written (distill trains only on a fully valid file)", file=sys.stderr)
         return 1
     prompts = [r["prompt"] for r in rows]
     responses = [r.get("response") for r in rows]
+    if not (args.teacher_seqcls or args.teacher_guard or args.label_column):
+        raise CLIError("give a teacher (--teacher-seqcls / --teacher-guard) and/or --label-column")
     try:
         labels = labels_from_column(rows, args.label_column) if args.label_column else None
     except ValueError as exc:
-        from fedsafe_plugin.cli import CLIError
-
         raise CLIError(f"--label-column: {exc}") from exc
     teacher = None
     where = {"device": args.teacher_device, "dtype": args.teacher_dtype}
@@ -145,11 +147,7 @@ def _distill(args: argparse.Namespace) -> int:
         elif args.teacher_guard:
             teacher = GuardTeacher(args.teacher_guard, unsafe_word=args.unsafe_word, safe_word=args.safe_word, **where)
     except ValueError as exc:
-        print(f"error: teacher: {exc}", file=sys.stderr)
-        return 2
-    if teacher is None and labels is None:
-        print("error: give a teacher (--teacher-seqcls / --teacher-guard) and/or --label-column", file=sys.stderr)
-        return 2
+        raise CLIError(f"teacher: {exc}") from exc
     spec = EncoderSpec(args.backbone, args.max_length, args.num_layers, args.quantize)
     clf = SafetyClassifier(StudentConfig(encoder=spec, hidden=args.hidden))
     settings = DistillSettings(alpha=args.alpha, temperature=args.temperature, epochs=args.epochs, lr=args.lr, seed=args.seed)

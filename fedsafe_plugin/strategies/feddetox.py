@@ -62,6 +62,9 @@ class FedDetox(Strategy):
 
             strategy = wrap_client_dp(strategy, self.config.client_dp)
         self.strategy = strategy
+        # Client-level DP sizes its noise for a plain mean of clipped updates (each client moves it
+        # by at most C/n); num-examples weighting would let one client move it by up to C.
+        self._equal_weights = self.config.client_dp.mode != "none"
         self.history: dict[int, RoundSummary] = {}
         self._global = ArrayRecord()
         self._grid: Grid | None = None
@@ -101,7 +104,7 @@ class FedDetox(Strategy):
         elif self._secure is not None:
             arrays, metrics = self._aggregate_secure(server_round, kept, summary)
         else:
-            if self.config.client_dp.mode != "none":
+            if self._equal_weights:
                 self._weigh_equally(kept)
             arrays, metrics = self.strategy.aggregate_train(server_round, kept)
         self.history[server_round] = summary
@@ -110,17 +113,14 @@ class FedDetox(Strategy):
         return arrays, MetricRecord(combined)
 
     def _weigh_equally(self, replies: list[Message]) -> None:
-        """Client-level DP sizes its noise for a plain mean of clipped updates (each client moves it by
-        at most C/n); FedAvg weighting by num-examples would let one client move it by up to C."""
+        """Give every reply weight 1 (see `_equal_weights`)."""
         for msg in replies:
             next(iter(msg.content.metric_records.values()))[self.weighted_by_key] = 1.0
 
     def _aggregate_secure(self, server_round: int, kept: list[Message], summary: RoundSummary) -> tuple[ArrayRecord | None, MetricRecord | None]:
         assert self._secure is not None and self._grid is not None
-        # Client-level DP sizes its noise for a plain mean of clipped updates (each client moves it
-        # by at most C/n), so with it the secure aggregate weighs every client alike (weight key "").
-        uniform = self.config.client_dp.mode == "client"
-        weight_key = "" if uniform else self.weighted_by_key
+        # Clients mask their own weights, so equal weights are asked of them (weight key "").
+        weight_key = "" if self._equal_weights else self.weighted_by_key
         result = self._secure.aggregate_train(server_round, kept, self._grid, self._global, weight_key)
         summary.extra.update(result.metrics)
         if result.arrays is None:
@@ -131,7 +131,7 @@ class FedDetox(Strategy):
         # (FedAdam, FedYogi, FedAvgM) still apply to it. Under client-level DP it is one equal-weight
         # reply per client in the sum: Flower's DP wrapper counts replies against the sampled
         # clients and checks equal weights before it adds noise and accounts the round.
-        copies, weight = (round(result.total_weight), 1.0) if uniform else (1, result.total_weight)
+        copies, weight = (round(result.total_weight), 1.0) if self._equal_weights else (1, result.total_weight)
         content = RecordDict({
             self.arrayrecord_key: result.arrays,
             "metrics": MetricRecord({self.weighted_by_key: weight}),

@@ -61,9 +61,9 @@ class CKKSServer:
             reason = "no usable encrypted update"
             log.error("ckks round %d failed: %s", server_round, reason)
             return SecureResult(None, 0.0, {"fedsafe.secagg.failed": 1.0}, encrypted=True, reason=reason)
-        total = C.sum_record(self.keys, total, headers, layout)
-        weight = C.weight_of(total)
+        weight = sum(h["weight"] for h in headers)
         if weight <= 0:
             return SecureResult(None, 0.0, {"fedsafe.secagg.failed": 1.0}, encrypted=True, reason="total weight is 0")
+        total = C.sum_record(self.keys, total, headers, layout)
         metrics = {"fedsafe.secagg.survivors": float(len(headers)), "fedsafe.secagg.bytes-up-per-client": sum(sizes) / len(sizes)}
         return SecureResult(total, weight, metrics, encrypted=True)
