@@ -97,7 +97,7 @@ def build_client_app(plan: Plan, fed: FederationData, corpus: list[str] | None, 
 
     from fedsafe_plugin.client.mods import fedsafe_mods
     from fedsafe_plugin.client.session import FedSafeSession
-    from fedsafe_plugin.training.data import encode_pairs
+    from fedsafe_plugin.training.data import encode_pairs, pad_id
     from fedsafe_plugin.training.lora import get_adapter_arrays, set_adapter_arrays
 
     key = tuple(corpus) if corpus is not None else None
@@ -123,7 +123,7 @@ def build_client_app(plan: Plan, fed: FederationData, corpus: list[str] | None, 
         mine = fs.sanitize(records[node])
         server_round = int(msg.content["config"].get("server-round", 0))
         local = replace(settings, seed=plan.seed * 100_003 + node * 1_009 + server_round)
-        metrics = fs.train_dpo(model, encode_pairs(tokenizer, mine, plan.max_length), local, tokenizer.pad_token_id)
+        metrics = fs.train_dpo(model, encode_pairs(tokenizer, mine, plan.max_length), local, pad_id(tokenizer))
         metrics["num-examples"] = len(mine)
         content = RecordDict({"arrays": get_adapter_arrays(model), "metrics": MetricRecord(metrics)})
         return Message(content, reply_to=msg)

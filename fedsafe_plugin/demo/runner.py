@@ -58,7 +58,7 @@ def run_centralized(plan: Plan, arm: Arm, echo: Printer = print) -> dict[str, An
     from fedsafe_plugin.demo.apps import fresh_lora_model
     from fedsafe_plugin.demo.federation import build_federation
     from fedsafe_plugin.eval.harness import evaluate
-    from fedsafe_plugin.training.data import encode_pairs
+    from fedsafe_plugin.training.data import encode_pairs, pad_id
     from fedsafe_plugin.training.local import train_dpo
 
     fed, corpus = build_federation(plan, poisoned=False)
@@ -68,7 +68,7 @@ def run_centralized(plan: Plan, arm: Arm, echo: Printer = print) -> dict[str, An
     rows, started = [], time.perf_counter()
     for r in range(plan.rounds + 1):
         if r:
-            train_dpo(model, pairs, replace(settings, seed=plan.seed * 100_003 + r), tokenizer.pad_token_id)
+            train_dpo(model, pairs, replace(settings, seed=plan.seed * 100_003 + r), pad_id(tokenizer))
         res = evaluate(model, tokenizer, fed.suite, max_length=max(plan.max_length, 256), progress=False)
         row = {"round": r, **{k: res[k] for k in ("harmful_rate", "jailbreak_rate", "over_refusal_rate", "utility")},
                "margins": res["margins"], "epsilon": None, "bytes_down": 0, "bytes_up": 0, "sanitize": {},

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,20 @@ def resolve_backbone(name: str) -> str:
 
         return str(get_model_path())
     return name
+
+
+@contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """Hide transformers' "Loading weights" bar: it would land between a CLI's output lines and in every client's log."""
+    from transformers.utils import logging
+
+    was_on = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            logging.enable_progress_bar()
 
 
 @dataclass(frozen=True)
@@ -49,7 +64,8 @@ class Encoder:
         local = os.path.isdir(path)
         self.spec = spec
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
-        model = AutoModel.from_pretrained(path, local_files_only=local)
+        with _no_progress_bar():
+            model = AutoModel.from_pretrained(path, local_files_only=local)
         if spec.num_layers:
             layers = model.encoder.layer
             if spec.num_layers > len(layers):

@@ -3,8 +3,7 @@
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedsafe_plugin import FedSafeSession, fedsafe_evaluate_mods, fedsafe_mods, get_adapter_arrays, preference_accuracy, set_adapter_arrays
-from fedsafe_plugin.training.data import encode_pairs
+from fedsafe_plugin import FedSafeSession, encode_pairs, fedsafe_evaluate_mods, fedsafe_mods, get_adapter_arrays, pad_id, preference_accuracy, set_adapter_arrays
 from quickstart_feddetox.task import load_local_pairs, load_model, train_settings
 
 app = ClientApp()
@@ -17,7 +16,7 @@ def train(msg: Message, context: Context) -> Message:
     model, tokenizer = load_model()
     set_adapter_arrays(model, msg.content["arrays"])
     records = fs.sanitize(load_local_pairs(context))
-    metrics = fs.train_dpo(model, encode_pairs(tokenizer, records), train_settings(context), tokenizer.pad_token_id)
+    metrics = fs.train_dpo(model, encode_pairs(tokenizer, records), train_settings(context), pad_id(tokenizer))
     metrics["num-examples"] = len(records)
     content = RecordDict({"arrays": get_adapter_arrays(model), "metrics": MetricRecord(metrics)})
     return Message(content, reply_to=msg)

@@ -3,9 +3,8 @@
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedsafe_plugin import FedSafeSession, TrainSettings, build_tiny_lora_model, fedsafe_mods, get_adapter_arrays, set_adapter_arrays
+from fedsafe_plugin import FedSafeSession, TrainSettings, build_tiny_lora_model, encode_pairs, fedsafe_mods, get_adapter_arrays, pad_id, set_adapter_arrays
 from fedsafe_plugin.demo_data import node_records
-from fedsafe_plugin.training.data import encode_pairs
 
 app = ClientApp()
 
@@ -18,7 +17,7 @@ def train(msg: Message, context: Context) -> Message:
     set_adapter_arrays(model, msg.content["arrays"])
     records = fs.sanitize(node_records(context.node_config))
     settings = TrainSettings(steps=int(context.run_config["local-steps"]))
-    metrics = fs.train_dpo(model, encode_pairs(tokenizer, records), settings, tokenizer.pad_token_id)
+    metrics = fs.train_dpo(model, encode_pairs(tokenizer, records), settings, pad_id(tokenizer))
     metrics["num-examples"] = len(records)
     content = RecordDict({"arrays": get_adapter_arrays(model), "metrics": MetricRecord(metrics)})
     return Message(content, reply_to=msg)

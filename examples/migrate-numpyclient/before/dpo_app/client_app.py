@@ -4,10 +4,8 @@ from flwr.app import Context
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 
-from fedsafe_plugin import TrainSettings, build_tiny_lora_model, get_adapter_ndarrays, set_adapter_ndarrays
+from fedsafe_plugin import TrainSettings, build_tiny_lora_model, encode_pairs, get_adapter_ndarrays, pad_id, set_adapter_ndarrays, train_dpo
 from fedsafe_plugin.demo_data import node_records
-from fedsafe_plugin.training.data import encode_pairs
-from fedsafe_plugin.training.local import train_dpo
 
 
 class DPOClient(NumPyClient):
@@ -24,7 +22,7 @@ class DPOClient(NumPyClient):
         set_adapter_ndarrays(self.model, parameters)
         records = node_records(self.context.node_config)
         settings = TrainSettings(steps=int(self.context.run_config["local-steps"]))
-        metrics = train_dpo(self.model, encode_pairs(self.tokenizer, records), settings, self.tokenizer.pad_token_id)
+        metrics = train_dpo(self.model, encode_pairs(self.tokenizer, records), settings, pad_id(self.tokenizer))
         return self.get_parameters(config), len(records), metrics
 
 
