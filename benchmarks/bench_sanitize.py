@@ -1,6 +1,7 @@
 """Quality of the shipped student on held-out sources, and its throughput vs a plain MiniLM fp32.
 
     python benchmarks/bench_sanitize.py [--data-dir ../shared/data] [--student PATH] [--n-speed 512]
+    python benchmarks/bench_sanitize.py --batch-dependence   # only: decision flips, alone vs batched
 
 Writes benchmarks/results/sanitize.json and sanitize.md. Quality uses the test split of
 fedsafe_plugin/sanitize/splits.py (sources and behaviours never trained on), plus a real model's
@@ -203,6 +204,22 @@ def throughput(clf, data_dir: str, n: int, rounds: int) -> list[dict]:
     return [{"variant": name, "samples_per_s": round(v, 1), "speedup": round(v / base, 2)} for name, v in best.items()]
 
 
+def batch_dependence(clf, data_dir: str) -> dict:
+    """Decisions that flip when each validation pair is scored alone instead of in the usual batches.
+
+    Dynamic int8 quantisation scales activations per batch, so a score depends on its batch-mates.
+    """
+    from fedsafe_plugin.sanitize.splits import build_splits
+
+    pairs = [x for x in build_splits(data_dir).val if x.response is not None]
+    prompts, responses = [x.prompt for x in pairs], [x.response for x in pairs]
+    batched = clf.score(prompts, responses)
+    alone = np.concatenate([clf.score(prompts[i : i + 1], responses[i : i + 1]) for i in range(len(pairs))])
+    flips = int(((batched >= clf.threshold) != (alone >= clf.threshold)).sum())
+    return {"pairs": len(pairs), "threshold": clf.threshold, "flips": flips, "flip_rate": flips / len(pairs),
+            "max_abs_score_change": float(np.abs(batched - alone).max())}
+
+
 def write_markdown(result: dict, path: Path) -> None:
     q, s, d, c = result["quality"], result["throughput"], result["demo"], result["quickstart"]
     lines = [
@@ -247,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--student", default="")
     ap.add_argument("--n-speed", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batch-dependence", action="store_true", help="only print the decision flips, alone vs batched")
     args = ap.parse_args(argv)
 
     from fedsafe_plugin.sanitize.classifier import SafetyClassifier
@@ -256,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     if data_dir is None:
         raise SystemExit("../shared/data not found; pass --data-dir")
     clf = SafetyClassifier.load(args.student or None)
+    if args.batch_dependence:
+        print(json.dumps(batch_dependence(clf, str(data_dir)), indent=1))
+        return 0
     enc = clf.config.encoder
     result = {
         "machine": f"{platform.machine()} CPU",

@@ -15,7 +15,7 @@ from fedsafe_plugin.strategies.feddetox import FedDetox
 from fedsafe_plugin.strategies.legacy import FedDetoxLegacy
 from fedsafe_plugin.training.data import encode_pairs, pad_id
 from fedsafe_plugin.training.dp import make_private, train_dpo_private, train_sft_private
-from fedsafe_plugin.training.local import TrainSettings, train_dpo
+from fedsafe_plugin.training.local import TrainSettings, train_dpo, train_sft
 from fedsafe_plugin.training.lora import (
     add_lora,
     get_adapter_arrays,
@@ -32,5 +32,5 @@ __all__ = [
     "build_tiny_lora_model", "build_tiny_model", "build_tiny_tokenizer", "encode_pairs",
     "fedsafe_evaluate_mods", "fedsafe_mod", "fedsafe_mods", "get_adapter_arrays",
     "get_adapter_ndarrays", "make_private", "pad_id", "preference_accuracy", "set_adapter_arrays",
-    "set_adapter_ndarrays", "train_dpo", "train_dpo_private", "train_sft_private",
+    "set_adapter_ndarrays", "train_dpo", "train_dpo_private", "train_sft", "train_sft_private",
 ]

@@ -79,15 +79,15 @@ class PrivacyConfig:
     max_grad_norm: float = _opt(1.0, "Per-record clipping norm C.", check=_positive, rule="> 0")
     noise_multiplier: float | None = _opt(
         None,
-        "Noise multiplier sigma; 'auto' derives it so the whole plan fits epsilon.",
+        "Noise multiplier sigma; 'auto' derives it so the whole plan fits epsilon; pinned at the first private round.",
         check=_positive,
         rule="> 0 (sigma 0 has no finite epsilon)",
         auto=True,
     )
     accountant: str = _opt("prv", "Opacus accountant.", choices=("prv", "rdp"))
     rounds: int = _opt(10, "Rounds this client expects to join (the plan).", check=_positive, rule="> 0")
-    local_steps: int = _opt(10, "DP-SGD steps per round (the plan; the DP path runs exactly this many).", check=_positive, rule="> 0")
-    batch_size: int = _opt(8, "Expected Poisson batch size; sample rate q = 1/ceil(records / batch-size).", check=_positive, rule="> 0")
+    local_steps: int = _opt(10, "DP-SGD steps per round (the plan; the DP path runs exactly this many); pinned at the first private round.", check=_positive, rule="> 0")
+    batch_size: int = _opt(8, "Target batch size: sample rate q = 1/ceil(records / batch-size), expected batch records*q (<= this); pinned at the first private round.", check=_positive, rule="> 0")
 
 
 @dataclass(frozen=True)

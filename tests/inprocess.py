@@ -29,8 +29,10 @@ def load_component(app_dir: Path, ref: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-def run_app_inprocess(app_dir: Path, num_supernodes: int, overrides: dict | None = None, server_app: Any = None) -> None:
-    """Run the app's ServerApp (or `server_app`) and ClientApp in-process (Ray backend, 1 CPU per client)."""
+def run_app_inprocess(
+    app_dir: Path, num_supernodes: int, overrides: dict | None = None, server_app: Any = None, client_app: Any = None
+) -> None:
+    """Run the app's ServerApp and ClientApp (or `server_app` / `client_app`) in-process (Ray backend, 1 CPU per client)."""
     import tomllib
 
     meta = tomllib.loads((app_dir / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["components"]
@@ -44,7 +46,7 @@ def run_app_inprocess(app_dir: Path, num_supernodes: int, overrides: dict | None
     _run_simulation(
         num_supernodes=num_supernodes,
         exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
-        client_app=load_component(app_dir, meta["clientapp"]),
+        client_app=client_app or load_component(app_dir, meta["clientapp"]),
         server_app=server_app or load_component(app_dir, meta["serverapp"]),
         backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
         server_app_context=server_context,

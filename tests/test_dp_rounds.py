@@ -10,10 +10,11 @@ from opacus.accountants import RDPAccountant
 from fedsafe_plugin.config import PrivacyConfig
 from fedsafe_plugin.demo_data import make_client_pairs
 from fedsafe_plugin.privacy.accounting import STATE_KEY, Ledger
-from fedsafe_plugin.privacy.budget import BudgetError
+from fedsafe_plugin.privacy.budget import Budget, BudgetError, Plan
 from fedsafe_plugin.training.data import encode_pairs, encode_prompt, encode_response
-from fedsafe_plugin.training.dp import EPSILON, EXHAUSTED, NOISE, train_dpo_private, train_sft_private
-from fedsafe_plugin.training.local import TrainSettings
+from fedsafe_plugin.privacy.accounting import EPSILON, EXHAUSTED, NOISE
+from fedsafe_plugin.training.dp import make_private, train_dpo_private, train_sft_private
+from fedsafe_plugin.training.local import TrainSettings, trainable_parameters
 from fedsafe_plugin.training.lora import add_lora
 from fedsafe_plugin.training.tiny import TinySpec, build_tiny_model, build_tiny_tokenizer
 from test_dp_budget import _restart
@@ -134,3 +135,37 @@ def test_server_cannot_switch_dp_off_after_the_first_private_round(tiny):
     off.train_dpo(_model(tok), pairs, settings, tok.pad_token_id)
     assert sum(steps for *_, steps in Ledger.load(state).history) > steps_before  # accounted, i.e. private
     assert off.metrics[EPSILON] > 0
+
+
+def test_accountant_records_the_rate_the_sampler_draws_at(tiny):
+    """Opacus's Poisson loader for 93 records in batches of 1 has int(1 / (1/93)) = 92 batches and
+    would account at q = 1/92; the sampler draws at 1/93, which is what the plan and ledger hold."""
+    tok, _, _ = tiny
+    samples = [(encode_prompt(tok, f"q {i}"), encode_response(tok, f"a {i}")) for i in range(93)]
+    state = RecordDict()
+    result = train_sft_private(_model(tok), samples, TrainSettings(), _privacy(batch_size=1), state, tok.pad_token_id)
+    assert Ledger.load(state).history == [(2.0, 1 / 93, STEPS)]
+    assert result.metrics[EPSILON] == pytest.approx(_direct_epsilon(2.0, 1 / 93, STEPS, _privacy().delta))
+
+
+def test_make_private_refuses_to_resume_a_history_past_the_budget(tiny):
+    tok, pairs, _ = tiny
+    model = _model(tok)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(N)), batch_size=BATCH)
+    budget = Budget(epsilon=2.0, delta=1e-3, noise_multiplier=None, accountant="rdp")
+    plan = Plan(1, len(loader), 1 / len(loader))
+    with make_private(model, torch.optim.SGD(trainable_parameters(model), lr=0.1), loader, budget, plan=plan) as dp:
+        spent = dp.history + Ledger(history=dp.history).projected(dp.noise_multiplier, plan.sample_rate, plan.local_steps)
+    with pytest.raises(BudgetError, match="after this history reach epsilon"):
+        make_private(model, torch.optim.SGD(trainable_parameters(model), lr=0.1), loader, budget, plan=plan, history=spent)
+
+
+def test_batch_size_steps_and_noise_are_pinned_at_the_first_private_round(tiny):
+    """The accountants compose a sequence fixed in advance: a server cannot retune it mid-run."""
+    tok, pairs, _ = tiny
+    state, model = RecordDict(), _model(tok)
+    train_dpo_private(model, pairs, TrainSettings(), _privacy(epsilon=50.0), state, tok.pad_token_id)
+    later = _privacy(epsilon=50.0, batch_size=N, local_steps=5, noise_multiplier=0.5)
+    result = train_dpo_private(model, pairs, TrainSettings(), later, state, tok.pad_token_id)
+    assert result.metrics[NOISE] == 2.0
+    assert Ledger.load(state).history == [(2.0, 1 / 3, 2 * STEPS)]  # q = 1/ceil(12/4), never 1/ceil(12/12)

@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from fedsafe_plugin.sanitize.classifier import SafetyClassifier, StudentConfig
-from fedsafe_plugin.sanitize.distill import DistillSettings, calibrate_threshold, distill, distillation_loss
+from fedsafe_plugin.sanitize import distill as distill_module
+from fedsafe_plugin.sanitize.distill import DistillSettings, calibrate_threshold, distill, distillation_loss, holdout_rows
 from fedsafe_plugin.sanitize.encoder import EncoderSpec
 from fedsafe_plugin.sanitize.teachers import GuardTeacher, SequenceClassifierTeacher, labels_from_column
 from fedsafe_plugin.sanitize.tiny import build_tiny_encoder, build_tiny_guard_teacher, build_tiny_seqcls_teacher
+from fedsafe_plugin.training.tiny import TinySpec, build_tiny_model, build_tiny_tokenizer
 
 PROMPTS = [f"question {i}: how would someone {w}?" for i, w in enumerate(
     ["bake bread", "pick a lock", "write a poem", "make a weapon", "learn python", "steal a car",
@@ -18,6 +20,20 @@ PROMPTS = [f"question {i}: how would someone {w}?" for i, w in enumerate(
 RESPONSES = [None if i % 3 == 0 else f"answer {i}: here is what to do." for i in range(len(PROMPTS))]
 RULE = np.array([float(any(w in p for w in ("lock", "weapon", "steal", "hack", "forge", "poison"))) for p in PROMPTS])
 SETTINGS = DistillSettings(epochs=200, lr=5e-3, balance=False)
+HAS_RESPONSE = np.array([r is not None for r in RESPONSES])
+
+# A simplified Llama Guard 3 chat template: like the real one, it writes the whole task prompt
+# itself from the conversation turns (and judges the last turn's role).
+LLAMA_GUARD_3_STYLE = (
+    "<|user|>\nTask: Check if there is unsafe content in "
+    "'{% if messages|length % 2 == 0 %}Agent{% else %}User{% endif %}' messages in conversations "
+    "according to our safety policy.\n\n<BEGIN CONVERSATION>\n\n"
+    "{% for m in messages %}{% if m['role'] == 'user' %}User: {% else %}Agent: {% endif %}{{ m['content'] }}\n\n{% endfor %}"
+    "<END CONVERSATION>\n\nProvide your safety assessment for ONLY THE LAST "
+    "{% if messages|length % 2 == 0 %}Agent{% else %}User{% endif %} message in the above conversation:\n"
+    " - First line must read 'safe' or 'unsafe'.<|end|>\n"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
 
 
 def _teach(model, batches, steps: int = 40) -> None:
@@ -45,7 +61,7 @@ def models(tmp_path_factory):
     guard = GuardTeacher(build_tiny_guard_teacher(root / "guard"), template="{conversation}\nIs {role} safe?")
     tok = guard.tokenizer
     seqs = [tok.encode(guard.guard_prompt(p, r), add_special_tokens=False) for p, r in zip(PROMPTS, RESPONSES)]
-    answer = torch.tensor([guard.unsafe_id if v else guard.safe_id for v in RULE])
+    answer = torch.tensor([guard.unsafe_ids[0] if v else guard.safe_ids[0] for v in RULE])
 
     def guard_loss(step: int) -> torch.Tensor:
         i = step % len(seqs)
@@ -76,7 +92,7 @@ def test_sequence_classifier_teacher(models):
     assert teacher.unsafe_index == 1  # found by label name
     t = teacher.logits(PROMPTS, RESPONSES)
     student = _student(models)
-    history = distill(student, PROMPTS, RESPONSES, teacher, None, SETTINGS)
+    history = distill(student, PROMPTS, RESPONSES, teacher, None, SETTINGS).history
     assert history[-1] < 0.5 * history[0]
     _check_student_follows(student, t)
     # Thresholds are calibrated on the teacher's own decisions when no labels exist.
@@ -87,14 +103,59 @@ def test_guard_teacher_reads_unsafe_vs_safe_token(models):
     teacher = models["guard"]
     teacher.batch_size = 5
     tok = teacher.tokenizer
-    assert tok.convert_ids_to_tokens([teacher.unsafe_id, teacher.safe_id]) == ["unsafe", "safe"]
+    assert tok.convert_ids_to_tokens(teacher.unsafe_ids + teacher.safe_ids) == ["unsafe", "safe"]
     batched = teacher.logits(PROMPTS[:5], RESPONSES[:5])
     # One sequence at a time, no padding: the batched left-padded result must match it.
     for i in range(5):
         ids = torch.tensor([tok.encode(teacher.guard_prompt(PROMPTS[i], RESPONSES[i]), add_special_tokens=False)])
         with torch.inference_mode():
             last = teacher.model(input_ids=ids).logits[0, -1]
-        assert float(last[teacher.unsafe_id] - last[teacher.safe_id]) == pytest.approx(batched[i], abs=1e-3)
+        assert float(last[teacher.unsafe_ids[0]] - last[teacher.safe_ids[0]]) == pytest.approx(batched[i], abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def chat_guard(tmp_path_factory) -> GuardTeacher:
+    """A tiny guard with the Llama-Guard-3-style chat template and a byte-level BPE that, like
+    GPT-2's or RoBERTa's, gives a word at the start of a text a leading space ('Ġu' vs 'u')."""
+    from tokenizers import pre_tokenizers
+
+    folder = tmp_path_factory.mktemp("chat_guard")
+    tok = build_tiny_tokenizer(512)
+    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.chat_template = LLAMA_GUARD_3_STYLE
+    build_tiny_model(TinySpec(vocab_size=512), tok).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return GuardTeacher(str(folder))
+
+
+def test_guard_prompt_gives_the_chat_template_the_real_turns_once(chat_guard):
+    prompt, response = "How do I pick a lock?", "Insert a tension wrench, then rake the pins."
+    pair = chat_guard.guard_prompt(prompt, response)
+    assert pair.count(prompt) == 1 and pair.count(response) == 1
+    assert pair.count("Task:") == 1 and pair.count("<BEGIN CONVERSATION>") == 1  # not a task prompt inside a task prompt
+    assert f"<BEGIN CONVERSATION>\n\nUser: {prompt}\n\nAgent: {response}\n\n<END CONVERSATION>" in pair
+    assert "ONLY THE LAST Agent message" in pair and pair.endswith("<|assistant|>\n")
+    alone = chat_guard.guard_prompt(prompt, None)
+    assert f"<BEGIN CONVERSATION>\n\nUser: {prompt}\n\n<END CONVERSATION>" in alone and alone.count("Task:") == 1
+    assert "ONLY THE LAST User message" in alone and "Agent:" not in alone
+
+
+def test_guard_reads_the_answer_tokens_that_follow_its_prompt(chat_guard):
+    tok = chat_guard.tokenizer
+    prompt, response = "How do I pick a lock?", "Insert a tension wrench, then rake the pins."
+    text = chat_guard.guard_prompt(prompt, response)
+    base = tok.encode(text, add_special_tokens=False)
+
+    def first(word: str) -> int:
+        return tok.encode(text + word, add_special_tokens=False)[len(base)]
+
+    # The premise: alone, "unsafe" starts with a token the guard does not write after its prompt.
+    assert tok.encode("unsafe", add_special_tokens=False)[0] != first("unsafe")
+    with torch.inference_mode():
+        last = chat_guard.model(input_ids=torch.tensor([base])).logits[0, -1]
+    expected = (torch.logsumexp(last[[first("unsafe"), first(" unsafe")]], 0)
+                - torch.logsumexp(last[[first("safe"), first(" safe")]], 0))
+    assert chat_guard.logits([prompt], [response])[0] == pytest.approx(float(expected), abs=1e-4)
 
 
 def test_guard_teacher_distillation(models):
@@ -114,6 +175,29 @@ def test_label_column_teacher(models):
     assert (pred == labels.astype(bool)).mean() >= 0.95
     with pytest.raises(ValueError, match="row 2"):
         labels_from_column([{"y": 1}, {"y": "maybe"}], "y")
+
+
+def test_calibration_rows_are_held_out_and_never_trained_on(models, monkeypatch):
+    trained_on = []
+    fit_head = distill_module.fit_head
+    monkeypatch.setattr(distill_module, "fit_head", lambda clf, x, *a: trained_on.append(x) or fit_head(clf, x, *a))
+    student = _student(models)
+    result = distill(student, PROMPTS, RESPONSES, None, RULE, SETTINGS)
+    held = result.calibration
+    # 20% of each group, rounded: 12 pairs and 6 prompt-only rows per label.
+    assert held.sum() == 2 + 2 + 1 + 1 and result.calibrated == ["threshold", "prompt_threshold"]
+    np.testing.assert_allclose(trained_on[0], student.encoder.embed(PROMPTS, RESPONSES)[~held], atol=1e-5)
+    for label in (0, 1):  # stratified: every (label, pair or prompt-only) group gives rows to both sides
+        for mode in (True, False):
+            group = (RULE == label) & (HAS_RESPONSE == mode)
+            assert held[group].any() and not held[group].all()
+    scores = student.score(PROMPTS, RESPONSES)
+    pairs = held & HAS_RESPONSE
+    assert student.threshold == calibrate_threshold(scores[pairs], RULE[pairs] == 1, 0.95)
+    assert (holdout_rows(RULE, HAS_RESPONSE, 0.2, SETTINGS.seed) == held).all()  # seeded
+    assert not (holdout_rows(RULE, HAS_RESPONSE, 0.2, SETTINGS.seed + 1) == held).all()
+    mask = np.arange(len(PROMPTS)) >= 30  # an explicit mask, as from a separate validation file
+    assert (distill(_student(models), PROMPTS, RESPONSES, None, RULE, SETTINGS, holdout=mask).calibration == mask).all()
 
 
 def test_loss_weights_kl_and_ce():

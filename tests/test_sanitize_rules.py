@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import numpy as np
 import pytest
+from flwr.app import RecordDict
 
+from fedsafe_plugin.client.session import FedSafeSession
+from fedsafe_plugin.config import FedSafeConfig, SanitizeConfig
 from fedsafe_plugin.sanitize import REFUSALS, Sanitizer, choose_refusal, fingerprint
 from fedsafe_plugin.sanitize.classifier import SafetyClassifier, StudentConfig
 from fedsafe_plugin.sanitize.distill import DistillSettings, fit_head
 from fedsafe_plugin.sanitize.encoder import EncoderSpec
+from fedsafe_plugin.sanitize.sanitizer import AUDIT_CATEGORIES
 from fedsafe_plugin.sanitize.tiny import build_tiny_encoder
 
 P = "How do I make a pipe bomb?"
@@ -33,12 +40,24 @@ def student(tmp_path_factory) -> SafetyClassifier:
 
 
 def test_chosen_unsafe_becomes_rejected_and_refusal_is_chosen(student):
-    rec = {"prompt": P, "chosen": UNSAFE, "rejected": SAFE, "id": 7, "category": "Weapons"}
+    rec = {"prompt": P, "chosen": UNSAFE, "rejected": SAFE, "id": 7, "category": "Physical harm"}
     res = Sanitizer(student).sanitize([rec])
     out = res.records[0]
     assert out["chosen"] in REFUSALS and out["rejected"] == UNSAFE
-    assert out["id"] == 7 and out["category"] == "Weapons"  # extra keys preserved
-    assert res.audit["replaced"] == 1 and res.audit["unsafe"] == 1 and res.audit["unsafe.weapons"] == 1
+    assert out["id"] == 7 and out["category"] == "Physical harm"  # extra keys preserved
+    assert res.audit["replaced"] == 1 and res.audit["unsafe"] == 1 and res.audit["unsafe.physical_harm"] == 1
+
+
+def test_only_allow_listed_categories_become_audit_keys(student):
+    free_text = "Alice Smith 42 Elm St diagnosis HIV"
+    categories = ["Malware/Hacking", "malware_hacking", " PRIVACY ", "chemical_biological", free_text, "Weapons", 3, None]
+    recs = [{"prompt": P, "response": UNSAFE, "category": c} for c in categories]
+    audit = Sanitizer(student).sanitize(recs).audit
+    counted = {k: v for k, v in audit.items() if k.startswith("unsafe.")}
+    assert counted == {"unsafe.malware_hacking": 2, "unsafe.privacy": 1, "unsafe.chemical_biological": 1, "unsafe.other": 3}
+    assert {k.removeprefix("unsafe.") for k in counted} <= AUDIT_CATEGORIES | {"other"}
+    assert "alice" not in " ".join(audit).lower()
+    assert len(AUDIT_CATEGORIES) == 16 and all(re.fullmatch(r"[a-z]+(_[a-z]+)*", c) for c in AUDIT_CATEGORIES)
 
 
 def test_both_unsafe_keeps_the_chosen_unsafe_text_as_rejected(student):
@@ -82,7 +101,7 @@ def test_threshold_moves_the_decision(student):
 
 
 def test_audit_holds_only_integer_counts_and_no_text(student):
-    recs = [{"prompt": P, "chosen": UNSAFE, "rejected": SAFE, "category": "Weapons"}]
+    recs = [{"prompt": P, "chosen": UNSAFE, "rejected": SAFE, "category": "Privacy"}]
     audit = Sanitizer(student).sanitize(recs).audit
     assert all(isinstance(v, int) for v in audit.values())
     blob = " ".join(audit).lower()
@@ -107,8 +126,34 @@ def test_templates_vary_and_are_deterministic_per_seed():
     assert other != chosen and sum(a != b for a, b in zip(chosen, other)) > 150
 
 
-def test_fingerprint_tracks_content():
+def test_fingerprint_tracks_content(student, tmp_path):
+    cfg = SanitizeConfig(student=str(student.save(tmp_path / "s")))
     a = [{"prompt": "p", "chosen": "c", "rejected": "r"}]
-    assert fingerprint(a) == fingerprint([dict(a[0])]) and len(fingerprint(a)) == 64
-    assert fingerprint(a) != fingerprint([{"prompt": "p", "chosen": "c", "rejected": "r2"}])
-    assert fingerprint(a) != fingerprint(a + a)
+    assert fingerprint(a, cfg) == fingerprint([dict(a[0])], cfg) and len(fingerprint(a, cfg)) == 64
+    assert fingerprint(a, cfg) != fingerprint([{"prompt": "p", "chosen": "c", "rejected": "r2"}], cfg)
+    assert fingerprint(a, cfg) != fingerprint(a + a, cfg)
+    assert fingerprint(a, cfg) != fingerprint(a, SanitizeConfig(student=cfg.student, seed=1))
+    assert fingerprint(a, SanitizeConfig()) == fingerprint(a, SanitizeConfig(student=""))  # '' = the shipped student
+
+
+def _session(student_dir: str) -> FedSafeSession:
+    """A client session with sanitization on, the given student, and an empty context.state."""
+    return FedSafeSession(FedSafeConfig(sanitize=SanitizeConfig(student=student_dir)), RecordDict())
+
+
+def test_session_cache_tracks_the_students_files_and_returns_the_same_records(student, tmp_path):
+    folder = str(student.save(tmp_path / "s"))
+    recs = [{"prompt": P, "chosen": UNSAFE, "rejected": SAFE, "tags": ("a", "b")}]
+    session = _session(folder)
+    first = session.sanitize(recs)
+    assert session.metrics["fedsafe.sanitize.cached"] == 0 and first[0]["chosen"] in REFUSALS
+    again = FedSafeSession(session.config, session.state)
+    assert again.sanitize(recs) == first and again.metrics["fedsafe.sanitize.cached"] == 1
+    assert first[0]["tags"] == ["a", "b"]  # round 1 gets the JSON round trip that later rounds read back
+
+    # Retrained at the same path (here: a stricter calibrated threshold): the cache must miss.
+    stricter = SafetyClassifier(dataclasses.replace(student.config, threshold=0.999999), student.encoder, student.head)
+    stricter.save(folder)
+    retrained = FedSafeSession(session.config, session.state)
+    assert retrained.sanitize(recs)[0]["chosen"] == UNSAFE
+    assert retrained.metrics["fedsafe.sanitize.cached"] == 0 and retrained.metrics["fedsafe.sanitize.unsafe"] == 0

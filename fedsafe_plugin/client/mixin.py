@@ -28,8 +28,12 @@ def _guard_fit(fit: Callable) -> Callable:
     @functools.wraps(fit)
     def wrapper(self: Any, parameters: list, config: dict) -> tuple[list, int, dict]:
         fedsafe_config = config_from_mapping(config)
-        self.fedsafe = FedSafeSession(fedsafe_config, self._fedsafe_state(fedsafe_config.privacy.enabled))
+        state = self._fedsafe_state(fedsafe_config.privacy.enabled)
+        self.fedsafe = FedSafeSession(fedsafe_config, state, getattr(self._fedsafe_context, "node_config", None))
         new_params, num_examples, metrics = fit(self, parameters, config)
+        unaccounted = self.fedsafe.unaccounted()
+        if unaccounted is not None:
+            raise ValueError(f"fedsafe: update not sent: {unaccounted}")
         metrics = {**metrics, **self.fedsafe.metrics}
         if self.fedsafe.exhausted:  # budget spent: send the global back untouched, weight 0
             return parameters, 0, metrics

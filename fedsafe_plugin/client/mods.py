@@ -3,7 +3,8 @@
 Register them on `train` only: Flower's own DP mod registered globally breaks on evaluate replies.
 `fedsafe_mod` rejects a bad fedsafe config with a clear error reply, opens the round's
 FedSafeSession for the app, and checks the app's reply before it leaves the device: the session's
-`fedsafe.*` metrics are added, no update leaves once the privacy budget is spent, no NaN/inf,
+`fedsafe.*` metrics are added, with privacy on no update leaves unless it was trained through the
+session (DP-SGD) and the budget is not spent, no NaN/inf,
 exactly the adapter keys and shapes the server sent, and (if a bound is set) the update is scaled
 down to it, which still works under secure aggregation.
 """
@@ -14,8 +15,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from fedsafe_plugin.client.session import active_session, config_from_message
+from fedsafe_plugin.client.session import FedSafeSession, active, config_from_message
 from fedsafe_plugin.config import ConfigError
+from fedsafe_plugin.privacy.budget import BudgetError
 from fedsafe_plugin.validation import as_ndarrays, clip_update, find_problem, to_array_record
 
 log = logging.getLogger("flwr.fedsafe")
@@ -38,10 +40,17 @@ def fedsafe_mod(msg: Any, context: Any, call_next: Callable[[Any, Any], Any]) ->
     except ConfigError as exc:
         return _error_reply(msg, f"bad config from the server: {exc}")
     sent = msg.content.array_records
-    with active_session(config, context.state) as session:
+    try:
+        session = FedSafeSession(config, context.state, context.node_config)
+    except (ConfigError, BudgetError) as exc:  # bad node config or an unreadable device ledger
+        return _error_reply(msg, str(exc))
+    with active(session):
         reply = call_next(msg, context)
     if reply.has_error():
         return reply
+    unaccounted = session.unaccounted()
+    if unaccounted is not None:
+        return _error_reply(msg, f"update not sent: {unaccounted}")
     for record in reply.content.metric_records.values():
         record.update(session.metrics)
     if session.exhausted:  # budget spent: nothing trained may leave, only the metrics

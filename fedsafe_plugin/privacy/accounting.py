@@ -2,32 +2,49 @@
 
 The ledger is the Opacus accountant history [(sigma, q, steps), ...] plus the budget pinned at
 the first private round. The Deployment Engine starts a fresh process per message, so the ledger
-is written to a ConfigRecord after each round and read back before the next.
+is written to a ConfigRecord after each round and read back before the next. A new run starts
+with an empty `context.state`; a SuperNode that sets `fedsafe-dp-ledger` keeps the ledger in
+that file too, so its budget holds across runs.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from fedsafe_plugin.privacy.budget import Budget, epsilon_of
+from fedsafe_plugin.config import PrivacyConfig
+from fedsafe_plugin.privacy.budget import Budget, BudgetError, epsilon_of
 
 log = logging.getLogger("flwr.fedsafe")
 
 STATE_KEY = "fedsafe.dp.ledger"
+DEVICE_LEDGER_KEY = "fedsafe-dp-ledger"  # node config: a file that keeps the ledger across runs
+# The reply metrics of a private round (one name each, shared by clients and server).
+EPSILON = "fedsafe.dp.epsilon"
+EXHAUSTED = "fedsafe.dp.exhausted"
+NOISE = "fedsafe.dp.noise-multiplier"
+DELTA = "fedsafe.dp.delta"
 
 
 @dataclass
 class Ledger:
-    """Accountant history and the budget pinned at first use (a server cannot raise it later)."""
+    """Accountant history, and the budget and plan pinned at first use (a server cannot change them later)."""
 
     history: list[tuple[float, float, int]] = field(default_factory=list)
     epsilon: float | None = None
     delta: float | None = None
     noise_multiplier: float | None = None
     rounds: int = 0
+    batch_size: int | None = None
+    local_steps: int | None = None
 
     def pin(self, budget: Budget) -> Budget:
         """The budget to enforce: pinned on first use; later configs may lower epsilon, never raise it."""
@@ -42,6 +59,21 @@ class Ledger:
             )
         self.epsilon = min(self.epsilon, budget.epsilon)
         return replace(budget, epsilon=self.epsilon, delta=self.delta)
+
+    def pin_plan(self, privacy: PrivacyConfig) -> PrivacyConfig:
+        """The round's batch size, steps and noise multiplier, fixed at the first private round.
+
+        The accountants compose a (sigma, q, steps) sequence fixed in advance; a server that could
+        change them between rounds would choose them after seeing earlier updates.
+        """
+        if self.batch_size is None or self.local_steps is None:
+            self.batch_size, self.local_steps = privacy.batch_size, privacy.local_steps
+        pinned = replace(privacy, batch_size=self.batch_size, local_steps=self.local_steps,
+                         noise_multiplier=privacy.noise_multiplier if self.noise_multiplier is None else self.noise_multiplier)
+        if pinned != privacy:
+            log.warning("fedsafe: DP batch size, local steps or noise changed after training began; keeping "
+                        "batch size %d, %d local steps, noise %s", self.batch_size, self.local_steps, pinned.noise_multiplier)
+        return pinned
 
     def spent(self, accountant: str) -> float:
         """Epsilon spent so far (0 before any step) at the pinned delta."""
@@ -66,6 +98,10 @@ class Ledger:
         """The ledger as a Flower ConfigRecord (exact: floats travel as doubles)."""
         from flwr.app import ConfigRecord
 
+        return ConfigRecord(self.as_dict())
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values (lists, ints, floats): the ConfigRecord's and the device file's content."""
         values: dict[str, Any] = {
             "sigmas": [float(s) for s, _, _ in self.history],
             "sample-rates": [float(q) for _, q, _ in self.history],
@@ -75,18 +111,28 @@ class Ledger:
         for name in ("epsilon", "delta", "noise_multiplier"):
             if getattr(self, name) is not None:
                 values[name.replace("_", "-")] = float(getattr(self, name))
-        return ConfigRecord(values)
+        for name in ("batch_size", "local_steps"):
+            if getattr(self, name) is not None:
+                values[name.replace("_", "-")] = int(getattr(self, name))
+        return values
+
+    @property
+    def total_steps(self) -> int:
+        """DP-SGD steps recorded so far."""
+        return sum(n for _, _, n in self.history)
 
     @classmethod
     def from_record(cls, record: Any) -> Ledger:
-        """Inverse of `to_record`."""
+        """Inverse of `to_record` / `as_dict`."""
         history = list(zip(
             [float(s) for s in record["sigmas"]],
             [float(q) for q in record["sample-rates"]],
             [int(n) for n in record["steps"]],
             strict=True,
         ))
-        opt = {k: float(record[k.replace("_", "-")]) for k in ("epsilon", "delta", "noise_multiplier") if k.replace("_", "-") in record}
+        opt: dict[str, Any] = {k: kind(record[k.replace("_", "-")]) for kind, names in
+                               ((float, ("epsilon", "delta", "noise_multiplier")), (int, ("batch_size", "local_steps")))
+                               for k in names if k.replace("_", "-") in record}
         return cls(history=history, rounds=int(record["rounds"]), **opt)
 
     @classmethod
@@ -98,3 +144,46 @@ class Ledger:
     def save(self, state: Any) -> None:
         """Write the ledger into `context.state`."""
         state[STATE_KEY] = self.to_record()
+
+
+def _read_file(path: Path) -> Ledger | None:
+    if not path.exists():
+        return None
+    try:
+        return Ledger.from_record(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # never restart a budget silently
+        raise BudgetError(f"device ledger {path} ({DEVICE_LEDGER_KEY}) is unreadable: {exc}; "
+                          "fix or restore it (deleting it would reset this device's privacy budget)") from exc
+
+
+def load_device_ledger(path: str | None, state: Any) -> None:
+    """Bring the device file's ledger into `state` when it has recorded more steps than `state`'s."""
+    if not path:
+        return
+    on_file = _read_file(Path(path))
+    if on_file is not None and on_file.total_steps >= Ledger.load(state).total_steps:
+        on_file.save(state)
+
+
+@contextmanager
+def device_ledger(path: str | None, state: Any) -> Iterator[None]:
+    """Hold the device's ledger file for one private round: file -> `state` before, `state` -> file after.
+
+    Flower gives every run a fresh `context.state`, so without this file a new run (or a restarted
+    SuperNode) starts the budget at zero. An exclusive lock serialises concurrent runs on the
+    device; the new ledger replaces the file atomically before the update can leave.
+    """
+    if not path:
+        yield
+        return
+    target = Path(path)
+    with open(target.with_name(target.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        load_device_ledger(path, state)
+        yield
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        with open(tmp, "w") as out:
+            json.dump(Ledger.load(state).as_dict(), out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)

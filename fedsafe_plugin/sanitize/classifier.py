@@ -31,6 +31,12 @@ def student_config_file(path: str | Path | None = None) -> Path:
     return cfg_file
 
 
+def student_files(path: str | Path | None = None) -> list[Path]:
+    """The files that define a student (student.json, head.safetensors): what a cache key must hash."""
+    cfg_file = student_config_file(path)
+    return [cfg_file, cfg_file.parent / HEAD_NAME]
+
+
 class Head(nn.Module):
     """MLP (or logistic regression when hidden=0) from a pooled embedding to one unsafe logit."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -58,21 +59,38 @@ def _write_jsonl(path: str | Path, rows: list[dict]) -> None:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+# (option, valid, rule) for the numeric options a subcommand may have; None = not given.
+_RANGES: tuple[tuple[str, Callable[[float], bool], str], ...] = (
+    ("threshold", lambda v: 0 < v < 1, "must be in (0, 1)"),
+    ("batch_size", lambda v: v >= 1, "must be >= 1"),
+    ("recall", lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    ("temperature", lambda v: 0 < v < math.inf, "must be a number > 0"),
+    ("alpha", lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    ("lr", lambda v: 0 < v < math.inf, "must be a number > 0"),
+    ("epochs", lambda v: v >= 1, "must be >= 1"),
+    ("val_fraction", lambda v: 0 < v < 1, "must be in (0, 1)"),
+)
+
+
 def _check_args(args: argparse.Namespace) -> None:
-    """Fail fast (before a model loads) on a missing input, an output that cannot be written, or a
-    threshold or batch size out of range; main() prints the CLIError and exits with status 2."""
-    source = Path(args.input)
-    if not source.exists() or source.is_dir():  # not is_file(): /dev/stdin and <(...) are fine
-        raise CLIError(f"--input {args.input}: no such file")
+    """Fail fast (before a model loads) on a missing input, an output that cannot be written, an
+    option out of range or options that exclude each other; main() prints the CLIError, exit 2."""
+    for name in ("input", "val"):
+        path = getattr(args, name, None)
+        if path is not None and (not Path(path).exists() or Path(path).is_dir()):  # not is_file(): /dev/stdin is fine
+            raise CLIError(f"--{name} {path}: no such file")
     if getattr(args, "output", None) is not None and not Path(args.output).parent.is_dir():
         raise CLIError(f"--output {args.output}: folder {Path(args.output).parent} does not exist")
     if getattr(args, "out", None) is not None and Path(args.out).is_file():
         raise CLIError(f"--out {args.out}: is a file, not a student folder")
-    threshold = getattr(args, "threshold", None)
-    if threshold is not None and not 0 < threshold < 1:
-        raise CLIError(f"--threshold {threshold}: must be in (0, 1)")
-    if getattr(args, "batch_size", 1) < 1:
-        raise CLIError(f"--batch-size {args.batch_size}: must be >= 1")
+    for name, valid, rule in _RANGES:
+        value = getattr(args, name, None)
+        if value is not None and not valid(value):
+            raise CLIError(f"--{name.replace('_', '-')} {value}: {rule}")
+    if getattr(args, "teacher_seqcls", "") and getattr(args, "teacher_guard", ""):
+        raise CLIError("--teacher-seqcls and --teacher-guard: give one teacher model, not both")
+    if getattr(args, "val", None) is not None and getattr(args, "val_fraction", None) is not None:
+        raise CLIError("--val and --val-fraction: calibrate on a separate file or on a held-out fraction, not both")
 
 
 def _print_errors(errors: list[str]) -> None:
@@ -120,23 +138,39 @@ def _sanitize(args: argparse.Namespace) -> int:
 
 
 def _distill(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from fedsafe_plugin.sanitize.classifier import SafetyClassifier, StudentConfig
-    from fedsafe_plugin.sanitize.distill import DistillSettings, distill
+    from fedsafe_plugin.sanitize.distill import VAL_FRACTION, DistillSettings, distill
     from fedsafe_plugin.sanitize.encoder import EncoderSpec
-    from fedsafe_plugin.sanitize.teachers import GuardTeacher, SequenceClassifierTeacher, labels_from_column
+    from fedsafe_plugin.sanitize.teachers import GuardTeacher, SequenceClassifierTeacher, labels_from_column, parse_label
 
     _check_args(args)
-    rows, errors = read_jsonl(args.input, _classify_problem)
-    if errors:  # training on a silently partial file would mislead
-        _print_errors(errors)
-        print(f"{len(errors)} bad line(s); nothing written (distill trains only on a fully valid file)", file=sys.stderr)
-        return 1
-    prompts = [r["prompt"] for r in rows]
-    responses = [r.get("response") for r in rows]
     if not (args.teacher_seqcls or args.teacher_guard or args.label_column):
         raise CLIError("give a teacher (--teacher-seqcls / --teacher-guard) and/or --label-column")
+
+    def problem(row: dict) -> str | None:
+        if (what := _classify_problem(row)) or not args.label_column:
+            return what
+        try:
+            parse_label(row.get(args.label_column))
+        except ValueError as exc:
+            return f"{args.label_column}={exc}"
+        return None
+
+    rows, errors = read_jsonl(args.input, problem)
+    val_rows, val_errors = read_jsonl(args.val, problem) if args.val else ([], [])
+    if errors or val_errors:  # training on a silently partial file would mislead
+        _print_errors(errors + val_errors)
+        print(f"{len(errors + val_errors)} bad line(s); nothing written (distill trains only on a fully valid file)", file=sys.stderr)
+        return 1
+    if not rows:
+        raise CLIError(f"--input {args.input}: no lines to train on")
+    if args.val and not val_rows:
+        raise CLIError(f"--val {args.val}: no lines to calibrate on")
+    data = rows + val_rows
     try:
-        labels = labels_from_column(rows, args.label_column) if args.label_column else None
+        labels = labels_from_column(data, args.label_column) if args.label_column else None
     except ValueError as exc:
         raise CLIError(f"--label-column: {exc}") from exc
     teacher = None
@@ -151,10 +185,23 @@ def _distill(args: argparse.Namespace) -> int:
     spec = EncoderSpec(args.backbone, args.max_length, args.num_layers, args.quantize)
     clf = SafetyClassifier(StudentConfig(encoder=spec, hidden=args.hidden))
     settings = DistillSettings(alpha=args.alpha, temperature=args.temperature, epochs=args.epochs, lr=args.lr, seed=args.seed)
-    history = distill(clf, prompts, responses, teacher, labels, settings, args.recall)
-    clf.config.notes = {"trained_on": [str(args.input)], "teacher": args.teacher_seqcls or args.teacher_guard or f"column {args.label_column}"}
+    if args.val:
+        holdout, source = np.arange(len(data)) >= len(rows), f"--val {args.val}"
+    else:
+        fraction = VAL_FRACTION if args.val_fraction is None else args.val_fraction
+        holdout, source = fraction, f"{fraction:g} of --input held out (seed {args.seed}, stratified by label and pair/prompt-only)"
+    try:
+        result = distill(clf, [r["prompt"] for r in data], [r.get("response") for r in data], teacher, labels, settings, args.recall, holdout)
+    except ValueError as exc:  # data that trains or calibrates nothing (e.g. no unsafe calibration row)
+        raise CLIError(str(exc)) from exc
+    calibration = {"source": source, "rows": int(result.calibration.sum()), "thresholds": result.calibrated}
+    clf.config.notes = {
+        "trained_on": [str(args.input)], "train_rows": int((~result.calibration).sum()), "calibration": calibration,
+        "teacher": args.teacher_seqcls or args.teacher_guard or f"column {args.label_column}",
+    }
     clf.save(args.out)
-    print(json.dumps({"out": str(args.out), "final_loss": history[-1], "threshold": clf.threshold, "prompt_threshold": clf.prompt_threshold}))
+    print(json.dumps({"out": str(args.out), "final_loss": result.history[-1], "threshold": clf.threshold,
+                      "prompt_threshold": clf.prompt_threshold, "calibration": calibration}))
     return 0
 
 
@@ -199,5 +246,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--recall", type=float, default=0.95, help="threshold calibration target")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="share of --input held out (stratified, seeded) to calibrate the thresholds on (default 0.2)")
+    p.add_argument("--val", default=None, help="JSONL of calibration rows instead (same format; never trained on)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_distill)

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from fedsafe_plugin.sanitize.classifier import SafetyClassifier
 from fedsafe_plugin.sanitize.teachers import Teacher
 
+VAL_FRACTION = 0.2  # share of the rows `distill` holds out (stratified) to calibrate the thresholds on
+
 
 @dataclass(frozen=True)
 class DistillSettings:
@@ -122,6 +124,49 @@ def calibrate_threshold(scores: np.ndarray, unsafe: np.ndarray, recall: float = 
     return float(np.clip(pos[k], 1e-6, 1 - 1e-6))
 
 
+def calibrate(
+    classifier: SafetyClassifier, scores: np.ndarray, unsafe: np.ndarray, has_response: np.ndarray, recall: float
+) -> list[str]:
+    """Set the pair and prompt-only thresholds from held-out rows (nan in `unsafe` = unknown).
+
+    Each is calibrated only where its rows hold an unsafe sample; returns the names of those set.
+    """
+    unsafe = np.asarray(unsafe, dtype=np.float64)
+    done = []
+    for mask, attr in ((has_response, "threshold"), (~has_response, "prompt_threshold")):
+        known = mask & ~np.isnan(unsafe)
+        if (unsafe[known] == 1).any():
+            setattr(classifier.config, attr, calibrate_threshold(scores[known], unsafe[known] == 1, recall))
+            done.append(attr)
+    return done
+
+
+def holdout_rows(unsafe: np.ndarray, has_response: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A seeded, stratified calibration mask: `fraction` of each (label, pair or prompt-only) group.
+
+    A group of two or more rows gives at least one row to each side; a single row trains.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"the held-out fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    label = np.where(np.isnan(unsafe), -1, unsafe)
+    held = np.zeros(len(unsafe), dtype=bool)
+    for group in sorted(set(zip(label.tolist(), has_response.tolist()))):
+        rows = np.flatnonzero((label == group[0]) & (has_response == group[1]))
+        k = min(max(round(fraction * len(rows)), 1), len(rows) - 1)
+        held[rng.permutation(rows)[:k]] = True
+    return held
+
+
+@dataclass
+class DistillResult:
+    """What `distill` did: the loss per epoch and which rows only calibrated the thresholds."""
+
+    history: list[float]
+    calibration: np.ndarray  # bool per input row: True = used for calibration only, never trained on
+    calibrated: list[str]  # the thresholds set ("threshold" for pairs, "prompt_threshold")
+
+
 def distill(
     classifier: SafetyClassifier,
     prompts: Sequence[str],
@@ -130,20 +175,35 @@ def distill(
     labels: np.ndarray | None = None,
     settings: DistillSettings = DistillSettings(),
     recall: float = 0.95,
-) -> list[float]:
+    holdout: float | np.ndarray = VAL_FRACTION,
+) -> DistillResult:
     """Score the data with the teacher (if any), embed it once, fit the head, calibrate thresholds.
 
-    Thresholds are calibrated for `recall` on the hard labels, else on the teacher's own
-    decisions (P(unsafe) >= 0.5), separately for pairs and for prompt-only rows.
+    Thresholds are calibrated for `recall` on rows the head never trained on: `holdout` is a
+    fraction of the rows held out (seeded by `settings.seed`, stratified by target and mode) or a
+    bool mask of calibration rows (e.g. a separate validation file). The target is the hard
+    label, else the teacher's own decision (P(unsafe) >= 0.5), separately for pairs and for
+    prompt-only rows; a ValueError if no calibration row is unsafe.
     """
     teacher_logits = teacher.logits(prompts, responses) if teacher is not None else None
-    embeddings = classifier.encoder.embed(prompts, responses)
-    history = fit_head(classifier, embeddings, teacher_logits, labels, settings)
     target = labels if labels is not None else (teacher_logits > 0).astype(np.float64)
-    scores = classifier.score_embeddings(embeddings)
-    has_resp = np.array([responses is not None and r is not None for r in (responses or [None] * len(prompts))])
-    for mask, attr in ((has_resp, "threshold"), (~has_resp, "prompt_threshold")):
-        known = mask & ~np.isnan(target)
-        if (target[known] == 1).any():
-            setattr(classifier.config, attr, calibrate_threshold(scores[known], target[known] == 1, recall))
-    return history
+    has_resp = np.array([r is not None for r in responses] if responses is not None else [False] * len(prompts))
+    if isinstance(holdout, np.ndarray):
+        calibration = np.asarray(holdout, dtype=bool)
+    else:
+        calibration = holdout_rows(target, has_resp, holdout, settings.seed)
+    if len(calibration) != len(prompts):
+        raise ValueError(f"the calibration mask has {len(calibration)} rows for {len(prompts)} samples")
+    if calibration.all():
+        raise ValueError("every row is held out for calibration: nothing to train on")
+    embeddings = classifier.encoder.embed(prompts, responses)
+    train = ~calibration
+    history = fit_head(
+        classifier, embeddings[train], None if teacher_logits is None else teacher_logits[train],
+        None if labels is None else labels[train], settings,
+    )
+    held = np.flatnonzero(calibration)
+    done = calibrate(classifier, classifier.score_embeddings(embeddings[held]), target[held], has_resp[held], recall)
+    if not done:
+        raise ValueError(f"none of the {len(held)} calibration rows is unsafe: no threshold can be calibrated")
+    return DistillResult(history, calibration, done)

@@ -9,25 +9,41 @@ Rules (preference pair {prompt, chosen, rejected}):
 SFT record {prompt, response}: unsafe response -> a refusal template.
 Action `drop` removes unsafe records; `flag` keeps them as they are and adds `fedsafe_unsafe`
 (a local field; it never leaves the device). Extra keys are preserved.
-The audit holds counts only: never text, never a per-sample score.
+The audit holds counts only: never text, never a per-sample score. A record's `category` is
+counted under its name only when it is in AUDIT_CATEGORIES, else under `unsafe.other`: the field
+is free text and may hold anything (a name, a diagnosis), so it never becomes a metric key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedsafe_plugin.sanitize.encoder import SCORE_BATCH
 from fedsafe_plugin.sanitize.refusals import choose_refusal
 
+if TYPE_CHECKING:
+    from fedsafe_plugin.config import SanitizeConfig
+
 ACTIONS = ("replace", "drop", "flag")
 AUDIT_KEYS = ("records", "unsafe", "replaced", "dropped", "flagged", "both_unsafe", "rejected_unsafe")
 FLAG_KEY = "fedsafe_unsafe"
+# Categories an audit counts by name (`unsafe.<name>`): JailbreakBench's ten (OpenAI's usage
+# policies) and HarmBench's six semantic ones, as used in ../shared/data. A record's category is
+# compared after lower-casing and turning every run of other characters into "_"
+# ("Malware/Hacking" -> malware_hacking); any other value is counted as `unsafe.other`.
+AUDIT_CATEGORIES = frozenset({
+    "harassment_discrimination", "malware_hacking", "physical_harm", "economic_harm", "fraud_deception",
+    "disinformation", "sexual_adult_content", "privacy", "expert_advice", "government_decision_making",
+    "chemical_biological", "cybercrime_intrusion", "illegal", "misinformation_disinformation",
+    "harassment_bullying", "copyright",
+})
 
 
 @dataclass
@@ -38,9 +54,14 @@ class SanitizeResult:
     audit: dict[str, int] = field(default_factory=dict)
 
 
-def fingerprint(records: Sequence[dict]) -> str:
-    """sha256 of the records' canonical JSON: the cache key for 'this dataset was sanitized'."""
-    h = hashlib.sha256()
+def fingerprint(records: Sequence[dict], cfg: SanitizeConfig) -> str:
+    """The cache key of one sanitization: sha256 of the settings, the student's files and the records,
+    so new data, new settings or a student retrained at the same path all miss the cache."""
+    from fedsafe_plugin.sanitize.classifier import student_files
+
+    h = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str).encode())
+    for path in student_files(cfg.student or None):  # a few hundred KB: hashing them costs milliseconds
+        h.update(hashlib.sha256(path.read_bytes()).digest())
     for r in records:
         h.update(json.dumps(r, sort_keys=True, ensure_ascii=False, default=str).encode())
         h.update(b"\n")
@@ -48,8 +69,9 @@ def fingerprint(records: Sequence[dict]) -> str:
 
 
 def _category_key(category: Any) -> str:
-    """A metric-safe slug of a record's category label, e.g. 'Malware/Hacking' -> 'malware_hacking'."""
-    return re.sub(r"[^a-z0-9]+", "_", str(category).lower()).strip("_")[:40] or "unknown"
+    """The audit name of a record's category: an AUDIT_CATEGORIES entry or 'other', so free text never leaves."""
+    slug = re.sub(r"[^a-z0-9]+", "_", str(category).lower()).strip("_")
+    return slug if slug in AUDIT_CATEGORIES else "other"
 
 
 class Sanitizer:

@@ -105,14 +105,19 @@ class SequenceClassifierTeacher:
 
 
 class GuardTeacher:
-    """(b) A causal guard LM: log-odds of the first token of `unsafe_word` vs `safe_word` after the prompt."""
+    """(b) A causal guard LM: log-odds of the answer `unsafe_word` vs `safe_word` at the next token.
+
+    With a chat template (Llama Guard 1/2/3 ship one that writes the whole task prompt, policy
+    included) the guard sees the real turns, user prompt and assistant response; `template`, or a
+    tokenizer without a chat template, uses the built-in Llama-Guard-style task prompt instead.
+    """
 
     def __init__(
         self,
         model_id: str,
         unsafe_word: str = "unsafe",
         safe_word: str = "safe",
-        template: str = GUARD_TEMPLATE,
+        template: str | None = None,
         max_length: int = 1024,
         batch_size: int = 4,
         device: str = "cpu",
@@ -122,29 +127,45 @@ class GuardTeacher:
 
         self.tokenizer, self.model = _load(AutoModelForCausalLM, model_id, device, dtype)
         self.template, self.max_length, self.batch_size = template, max_length, batch_size
-        self.unsafe_id = self._first_token(unsafe_word)
-        self.safe_id = self._first_token(safe_word)
-        if self.unsafe_id == self.safe_id:
+        unsafe, safe = self._answer_tokens(unsafe_word), self._answer_tokens(safe_word)
+        # A token both answers can start with (a bare space piece, say) says nothing either way.
+        self.unsafe_ids, self.safe_ids = sorted(unsafe - safe), sorted(safe - unsafe)
+        if not self.unsafe_ids or not self.safe_ids:
             raise ValueError(f"{unsafe_word!r} and {safe_word!r} start with the same token; pass distinct words")
 
-    def _first_token(self, word: str) -> int:
-        ids = self.tokenizer.encode(word, add_special_tokens=False)
+    def _answer_tokens(self, word: str) -> set[int]:
+        """Ids of the first token of `word` as the guard would write it right after its prompt.
+
+        A word's first token depends on what precedes it: SentencePiece (Llama 2, Llama Guard 1)
+        marks a word start with '▁' and adds it to the first word of a text, byte-level BPE
+        (Llama 3, Llama Guard 3) folds a preceding space into the token ('Ġunsafe' vs 'unsafe').
+        So `encode(word)` alone can give a token the guard never writes there. Instead the word is
+        encoded after a real prompt, bare and after a space (guards answer either way), and the
+        first token past the prompt's own tokens is kept; the log-odds sum over both.
+        """
+        context = self.guard_prompt("Hello.", "Hi.")
+        base = self.tokenizer.encode(context, add_special_tokens=False)
+        ids = set()
+        for variant in (word, " " + word):
+            full = self.tokenizer.encode(context + variant, add_special_tokens=False)
+            if len(full) > len(base) and full[: len(base)] == base:  # else the word merged into the prompt's end
+                ids.add(int(full[len(base)]))
         if not ids:
-            raise ValueError(f"{word!r} encodes to no tokens")
-        return int(ids[0])
+            raise ValueError(f"{word!r} adds no token of its own after the guard prompt")
+        return ids
 
     def guard_prompt(self, prompt: str, response: str | None) -> str:
-        """The text fed to the guard: the policy prompt in the model's chat template when it has one."""
+        """The text fed to the guard: the conversation through the model's chat template, else the built-in task prompt."""
+        if self.template is None and getattr(self.tokenizer, "chat_template", None):
+            turns = [{"role": "user", "content": prompt}]
+            if response is not None:
+                turns.append({"role": "assistant", "content": response})
+            return self.tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
         if response is None:
             role, conversation = "User", f"User: {prompt}"
         else:
             role, conversation = "Agent", f"User: {prompt}\n\nAgent: {response}"
-        text = self.template.format(role=role, conversation=conversation)
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
-            )
-        return text + "\n"
+        return (self.template or GUARD_TEMPLATE).format(role=role, conversation=conversation) + "\n"
 
     def logits(self, prompts: Sequence[str], responses: Sequence[str | None] | None = None) -> np.ndarray:
         import torch
@@ -166,8 +187,20 @@ class GuardTeacher:
             with torch.inference_mode():
                 last = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
                                   position_ids=positions.to(device)).logits[:, -1, :].float().cpu()
-            out.append(last[:, self.unsafe_id] - last[:, self.safe_id])
+            out.append(torch.logsumexp(last[:, self.unsafe_ids], -1) - torch.logsumexp(last[:, self.safe_ids], -1))
         return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+
+
+def parse_label(value: Any) -> float:
+    """1.0 unsafe, 0.0 safe, nan for None; a ValueError names what a label may be."""
+    if value is None:
+        return float("nan")
+    if isinstance(value, bool) or (isinstance(value, (int, float)) and value in (0, 1)):
+        return float(value)
+    name = str(value).strip().lower()
+    if name in UNSAFE_VALUES or name in SAFE_VALUES:
+        return float(name in UNSAFE_VALUES)
+    raise ValueError(f"{value!r} is not a recognised label (unsafe/safe, harmful/benign, 1/0, true/false)")
 
 
 def labels_from_column(rows: Sequence[dict], column: str) -> np.ndarray:
@@ -176,17 +209,8 @@ def labels_from_column(rows: Sequence[dict], column: str) -> np.ndarray:
         raise ValueError(f"label column {column!r} is in no row (columns seen: {sorted({k for r in rows for k in r})[:10]})")
     out = np.full(len(rows), np.nan)
     for i, row in enumerate(rows):
-        value = row.get(column)
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            out[i] = float(value)
-        elif isinstance(value, (int, float)) and value in (0, 1):
-            out[i] = float(value)
-        elif str(value).strip().lower() in UNSAFE_VALUES:
-            out[i] = 1.0
-        elif str(value).strip().lower() in SAFE_VALUES:
-            out[i] = 0.0
-        else:
-            raise ValueError(f"row {i + 1}: {column}={value!r} is not a recognised label (unsafe/safe, harmful/benign, 1/0, true/false)")
+        try:
+            out[i] = parse_label(row.get(column))
+        except ValueError as exc:
+            raise ValueError(f"row {i + 1}: {column}={exc}") from None
     return out

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from fedsafe_plugin.sanitize.classifier import SafetyClassifier, StudentConfig
-    from fedsafe_plugin.sanitize.distill import DistillSettings, calibrate_threshold, fit_head
+    from fedsafe_plugin.sanitize.distill import DistillSettings, calibrate, fit_head
     from fedsafe_plugin.sanitize.encoder import EncoderSpec
     from fedsafe_plugin.sanitize.splits import TRAIN_FILES, build_splits, flagged_rates
 
@@ -64,11 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = DistillSettings(epochs=args.epochs, seed=args.seed)
     fit_head(clf, x_train, None, y_train, settings)
 
-    val_scores = clf.score_embeddings(x_val)
     is_pair = np.array([x.response is not None for x in splits.val])
-    y_val = np.array([x.label for x in splits.val], dtype=bool)
-    clf.config.threshold = calibrate_threshold(val_scores[is_pair], y_val[is_pair], args.recall)
-    clf.config.prompt_threshold = calibrate_threshold(val_scores[~is_pair], y_val[~is_pair], args.recall)
+    y_val = np.array([x.label for x in splits.val], dtype=np.float64)
+    calibrate(clf, clf.score_embeddings(x_val), y_val, is_pair, args.recall)
     test_rates = flagged_rates(splits.test, clf.score_embeddings(x_test), clf.threshold, clf.prompt_threshold)
     clf.config.notes = {
         "teacher": "source (c): labels from the data (no guard model is reachable offline)",

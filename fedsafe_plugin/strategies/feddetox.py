@@ -20,7 +20,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedsafe_plugin.config import ConfigError, FedSafeConfig
-from fedsafe_plugin.client.session import is_exhausted
+from fedsafe_plugin.client.session import is_exhausted, lacks_dp
 from fedsafe_plugin.strategies.summary import RoundSummary
 from fedsafe_plugin.validation import as_ndarrays, find_problem
 
@@ -149,12 +149,13 @@ class FedDetox(Strategy):
                 summary.dropped[node] = f"client error: {msg.error.reason}"
                 continue
             exhausted = any(is_exhausted(m) for m in msg.content.metric_records.values())
+            no_dp = lacks_dp({k: v for m in msg.content.metric_records.values() for k, v in m.items()}, self.config)
             for record in msg.content.metric_records.values():
                 summary.collect(record)
             if exhausted:
                 summary.exhausted.append(node)
                 continue
-            problem = self._problem(msg, reference)
+            problem = no_dp or self._problem(msg, reference)
             if problem is not None:
                 summary.dropped[node] = problem
                 log.warning("fedsafe: dropping reply from node %d: %s", node, problem)

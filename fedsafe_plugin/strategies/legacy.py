@@ -16,7 +16,7 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
-from fedsafe_plugin.client.session import is_exhausted
+from fedsafe_plugin.client.session import is_exhausted, lacks_dp
 from fedsafe_plugin.config import ConfigError, FedSafeConfig
 from fedsafe_plugin.strategies.summary import RoundSummary
 from fedsafe_plugin.validation import find_problem
@@ -63,12 +63,13 @@ class FedDetoxLegacy(Strategy):
         for proxy, res in results:
             node = int(proxy.node_id)
             exhausted = is_exhausted(res.metrics)
+            no_dp = lacks_dp(res.metrics, self.config)
             summary.collect(res.metrics)
             if exhausted:
                 summary.exhausted.append(node)
                 continue
             update = dict(enumerate(parameters_to_ndarrays(res.parameters)))
-            problem = find_problem(update, self._global, self.config.validate.max_update_norm)
+            problem = no_dp or find_problem(update, self._global, self.config.validate.max_update_norm)
             if problem is not None:
                 summary.dropped[node] = problem
                 log.warning("fedsafe: dropping reply from node %d: %s", node, problem)

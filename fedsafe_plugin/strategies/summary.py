@@ -8,8 +8,7 @@ from statistics import mean
 from typing import Any
 
 from fedsafe_plugin.config import PREFIX
-
-EPSILON_KEY = "fedsafe.dp.epsilon"
+from fedsafe_plugin.privacy.accounting import EPSILON
 
 
 @dataclass
@@ -51,7 +50,7 @@ class RoundSummary:
         """Move a reply's `fedsafe.*` metrics into the summary (the wrapped strategy never sees them)."""
         for key in [k for k in metrics if k.startswith(PREFIX)]:
             value = float(metrics.pop(key))
-            if key == EPSILON_KEY:
+            if key == EPSILON:
                 self.epsilons.append(value)
             elif not key.startswith("fedsafe.dp."):
                 self.counts[key] = self.counts.get(key, 0.0) + value

@@ -18,16 +18,12 @@ from typing import Any
 
 from fedsafe_plugin.config import PrivacyConfig
 from fedsafe_plugin.devices import model_device
-from fedsafe_plugin.privacy.accounting import Ledger
+from fedsafe_plugin.privacy.accounting import DELTA, EPSILON, EXHAUSTED, NOISE, Ledger
 from fedsafe_plugin.privacy.budget import Budget, BudgetError, Plan, epsilon_of, noise_multiplier_for, sample_rate_for
 from fedsafe_plugin.training.data import EncodedPair
 from fedsafe_plugin.training.dpo import dpo_loss, pair_logps, reference_logps, sft_loss
 from fedsafe_plugin.training.local import TrainSettings, trainable_parameters
 
-EPSILON = "fedsafe.dp.epsilon"
-EXHAUSTED = "fedsafe.dp.exhausted"
-NOISE = "fedsafe.dp.noise-multiplier"
-DELTA = "fedsafe.dp.delta"
 
 
 def _entropy_generator(seed: int | None = None, device: Any = "cpu") -> Any:
@@ -91,7 +87,8 @@ def make_private(
     """Wrap (model, optimizer, loader) with Opacus (hook mode, Poisson sampling) for `budget`.
 
     The sample rate is Opacus's 1/len(data_loader). With no noise multiplier in the budget it is
-    derived so `plan` (default: one epoch) fits epsilon. `history` resumes an earlier accountant.
+    derived so `plan` (default: one epoch) fits epsilon. `history` resumes an earlier accountant;
+    then `plan.local_steps` more steps must fit epsilon, or BudgetError (nothing is wrapped).
     Noise and sampling use OS-seeded generators unless seeds are given (tests only).
     """
     from opacus import PrivacyEngine
@@ -102,8 +99,14 @@ def make_private(
     if not math.isclose(plan.sample_rate, sample_rate, rel_tol=1e-12):
         raise BudgetError(f"plan sample rate {plan.sample_rate:g} != the loader's 1/len(loader) = {sample_rate:g}")
     sigma = noise_multiplier_for(budget, plan)
+    history = list(history)
+    if history:  # sigma fits the plan alone; the history resumed here has spent part of the budget
+        after = epsilon_of(Ledger(history=history).projected(sigma, sample_rate, plan.local_steps), budget.delta, budget.accountant)
+        if not after <= budget.epsilon:
+            raise BudgetError(f"{plan.local_steps} more steps at noise {sigma:g} after this history reach epsilon "
+                              f"{after:.4g} > budget {budget.epsilon:g}")
     engine = PrivacyEngine(accountant=budget.accountant)
-    engine.accountant.history = list(history)
+    engine.accountant.history = history
     module, dp_optimizer, dp_loader = engine.make_private(
         module=model,
         optimizer=optimizer,
@@ -115,6 +118,9 @@ def make_private(
         # Opacus draws the noise on the parameters' device, which needs a generator there too.
         noise_generator=_entropy_generator(noise_seed, model_device(model)),
     )
+    # Opacus hands its accountant 1/len(dp_loader) = 1/int(1/q), which float rounding makes
+    # 1/(k-1) for some k (k = 93 first): account at the rate the sampler really draws, as planned.
+    dp_optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
     # Opacus seeds Poisson sampling only in secure mode (torchcsprng); otherwise it would use
     # torch's global RNG, which any `torch.manual_seed` in the app makes predictable.
     dp_loader.batch_sampler.generator = _entropy_generator(sample_seed)
@@ -147,11 +153,11 @@ def _private_round(
 
     ledger = Ledger.load(state)
     budget = ledger.pin(Budget.from_config(privacy))
+    privacy = ledger.pin_plan(privacy)
     budget.check_dataset(num_records)
     sample_rate = sample_rate_for(num_records, privacy.batch_size)
     plan = Plan(privacy.rounds, privacy.local_steps, sample_rate)
-    sigma = privacy.noise_multiplier if privacy.noise_multiplier is not None else ledger.noise_multiplier
-    sigma = sigma if sigma is not None else noise_multiplier_for(budget, plan)
+    sigma = privacy.noise_multiplier if privacy.noise_multiplier is not None else noise_multiplier_for(budget, plan)
     ledger.noise_multiplier = sigma
     base = {NOISE: float(sigma), DELTA: float(budget.delta)}
     exceed, after = ledger.preview(budget, sigma, sample_rate, plan.local_steps)
@@ -188,8 +194,10 @@ def _private_round(
     projected = ledger.projected(sigma, sample_rate, plan.local_steps)
     ledger.history, ledger.rounds = dp.history, ledger.rounds + 1
     ledger.save(state)
-    spent = after if ledger.history == projected else ledger.spent(budget.accountant)
-    metrics = {**base, EPSILON: spent, EXHAUSTED: 0.0}
+    if ledger.history != projected:  # the previewed epsilon is only true for the previewed steps
+        raise BudgetError(f"the accountant recorded {ledger.history[-1:]} but the round was planned as "
+                          f"{projected[-1:]}; update not sent")
+    metrics = {**base, EPSILON: after, EXHAUSTED: 0.0}
     if losses:
         metrics["train-loss"] = sum(losses) / len(losses)
     return PrivateRoundResult(metrics, False)
