@@ -51,7 +51,8 @@ def quality(clf, data_dir: str) -> dict:
     """Per-group flagged rates on the test split, plus the pooled headline rates."""
     from fedsafe_plugin.sanitize.splits import build_splits, flagged_rates, norm_text
 
-    test = build_splits(data_dir).test
+    splits = build_splits(data_dir)
+    test = splits.test
     scores = clf.score([x.prompt for x in test], [x.response for x in test])
     groups = flagged_rates(test, scores, clf.threshold, clf.prompt_threshold)
     rows = []
@@ -69,6 +70,13 @@ def quality(clf, data_dir: str) -> dict:
             "metric": f"pair FPR: ... of which the answer is {what}", "kind": "fpr", "n": len(part),
             "rate": float(np.mean(part)) if part else float("nan"),
         })
+    # JBB's models gave some refusals word for word to training behaviours too ("I'm sorry, but I
+    # can't fulfill this request."): the refusals the student never saw are the honest rate.
+    seen = {x.response for x in splits.train if x.response}
+    unseen = [s >= clf.threshold for x, s in not_jailbroken
+              if EXPLICIT_REFUSAL.search(x.response) and x.response not in seen]
+    rows.insert(5, {"metric": "pair FPR: ... explicit refusals that are not word for word a training answer", "kind": "fpr",
+                    "n": len(unseen), "rate": float(np.mean(unseen)) if unseen else float("nan")})
     after = 1 + next(i for i, r in enumerate(rows) if r["metric"].startswith("pair FPR: benign look-alikes"))
     rows[after:after] = real_answer_rows(clf, {norm_text(x.prompt) for x in test if x.group in SOURCES})
     return {"groups": groups, "headlines": rows}
@@ -246,6 +254,13 @@ def write_markdown(result: dict, path: Path) -> None:
         "|---|---|---|",
     ]
     lines += [f"| {r['variant']} | {r['samples_per_s']} | {r['speedup']}x |" for r in s]
+    b = result["batch_dependence"]
+    lines += [
+        "",
+        f"Int8 batch dependence: scoring each of {b['pairs']} validation pairs alone instead of in the usual batches "
+        f"flips {b['flips']} decisions ({b['flip_rate']:.1%}) at threshold {b['threshold']:.3g}; scores move by up to "
+        f"{b['max_abs_score_change']:.2f} (dynamic int8 scales activations per batch).",
+    ]
     lines += [
         "",
         f"## Cost against one local training round of examples/quickstart-feddetox ({c['pairs']} pairs, best of 3)",
@@ -288,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": demo_quality(clf),
         "quickstart": quickstart_cost(),
         "throughput": throughput(clf, str(data_dir), args.n_speed, args.rounds),
+        "batch_dependence": batch_dependence(clf, str(data_dir)),
     }
     result["load_average"] = [round(x, 1) for x in os.getloadavg()]
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,23 @@ def test_an_unreadable_ledger_is_an_error_not_a_fresh_budget(tiny, tmp_path):
     path.write_text("{not json")
     reply = _private_round(tiny, _run_context(path))
     assert reply.has_error() and "unreadable" in reply.error.reason and path.read_text() == "{not json"
+    for bad, reason in ((3, "must be a file path"), ("ledger.json", "absolute path"),
+                        (str(tmp_path / "missing" / "ledger.json"), "existing folder")):
+        context = _run_context(path)
+        context.node_config["fedsafe-dp-ledger"] = bad
+        reply = _private_round(tiny, context)
+        assert reply.has_error() and reason in reply.error.reason, bad
+
+
+def test_a_refused_first_round_pins_nothing(tiny, tmp_path, caplog):
+    """A first round the budget cannot fit spends nothing: a later, feasible config still trains."""
+    path = tmp_path / "ledger.json"
+    too_small = {**PRIVATE, "fedsafe.privacy.epsilon": 0.01, "fedsafe.privacy.noise-multiplier": 0.3}
+    assert _private_round(tiny, _run_context(path), too_small).content["metrics"][EXHAUSTED] == 1
+    assert not path.exists()
     context = _run_context(path)
-    context.node_config["fedsafe-dp-ledger"] = 3
-    reply = _private_round(tiny, context)
-    assert reply.has_error() and "must be a file path" in reply.error.reason
+    for _ in range(2):  # the same 'auto' config twice: nothing changed, so nothing to warn about
+        metrics = _private_round(tiny, context).content["metrics"]
+        assert metrics[EXHAUSTED] == 0 and metrics[EPSILON] <= PRIVATE["fedsafe.privacy.epsilon"]
+    assert "changed after training began" not in caplog.text
+    assert Ledger.from_record(json.loads(path.read_text())).noise_multiplier != 0.3

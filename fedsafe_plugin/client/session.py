@@ -12,6 +12,7 @@ import json
 from contextvars import ContextVar
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from fedsafe_plugin.config import PREFIX, ConfigError, FedSafeConfig
@@ -41,11 +42,20 @@ def is_exhausted(metrics: Mapping[str, Any]) -> bool:
 
 
 def device_ledger_path(node_config: Mapping[str, Any]) -> str | None:
-    """The node's `fedsafe-dp-ledger` file (None if unset); a non-string value is a ConfigError."""
+    """The node's `fedsafe-dp-ledger` file (None if unset): an absolute path in an existing folder.
+
+    A relative path would follow the ClientApp process's working directory, which may change
+    between runs and silently start a fresh budget.
+    """
     path = node_config.get(DEVICE_LEDGER_KEY)
-    if path is not None and not (isinstance(path, str) and path):
+    if path is None:
+        return None
+    if not (isinstance(path, str) and path):
         raise ConfigError(f"node config {DEVICE_LEDGER_KEY} must be a file path, got {path!r}")
-    return path or None
+    full = Path(path).expanduser()
+    if not full.is_absolute() or not full.parent.is_dir():
+        raise ConfigError(f"node config {DEVICE_LEDGER_KEY}={path!r} must be an absolute path in an existing folder")
+    return str(full)
 
 
 def lacks_dp(metrics: Mapping[str, Any], config: FedSafeConfig) -> str | None:

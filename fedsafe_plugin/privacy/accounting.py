@@ -9,7 +9,6 @@ that file too, so its budget holds across runs.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
@@ -70,6 +69,8 @@ class Ledger:
             self.batch_size, self.local_steps = privacy.batch_size, privacy.local_steps
         pinned = replace(privacy, batch_size=self.batch_size, local_steps=self.local_steps,
                          noise_multiplier=privacy.noise_multiplier if self.noise_multiplier is None else self.noise_multiplier)
+        if privacy.noise_multiplier is None:  # 'auto' asks for no particular value: nothing to warn about
+            privacy = replace(privacy, noise_multiplier=pinned.noise_multiplier)
         if pinned != privacy:
             log.warning("fedsafe: DP batch size, local steps or noise changed after training began; keeping "
                         "batch size %d, %d local steps, noise %s", self.batch_size, self.local_steps, pinned.noise_multiplier)
@@ -157,11 +158,9 @@ def _read_file(path: Path) -> Ledger | None:
 
 
 def load_device_ledger(path: str | None, state: Any) -> None:
-    """Bring the device file's ledger into `state` when it has recorded more steps than `state`'s."""
-    if not path:
-        return
-    on_file = _read_file(Path(path))
-    if on_file is not None and on_file.total_steps >= Ledger.load(state).total_steps:
+    """Put the device file's ledger into `state`: the file, written before each update left, is the truth."""
+    on_file = _read_file(Path(path)) if path else None
+    if on_file is not None:
         on_file.save(state)
 
 
@@ -176,14 +175,25 @@ def device_ledger(path: str | None, state: Any) -> Iterator[None]:
     if not path:
         yield
         return
+    try:
+        import fcntl  # POSIX only; imported here so the package still imports elsewhere
+    except ImportError as exc:
+        raise BudgetError(f"{DEVICE_LEDGER_KEY} needs a POSIX system (file locks through fcntl)") from exc
     target = Path(path)
     with open(target.with_name(target.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         load_device_ledger(path, state)
         yield
+        if STATE_KEY not in state.config_records:  # a refused first round: nothing spent, nothing pinned
+            return
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         with open(tmp, "w") as out:
             json.dump(Ledger.load(state).as_dict(), out)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, target)
+        folder = os.open(target.parent, os.O_RDONLY)  # make the rename itself survive a power loss
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)

@@ -162,7 +162,8 @@ def _private_round(
     base = {NOISE: float(sigma), DELTA: float(budget.delta)}
     exceed, after = ledger.preview(budget, sigma, sample_rate, plan.local_steps)
     if exceed:
-        ledger.save(state)
+        if ledger.history:  # a refused first round pins nothing: a later config may still fit the budget
+            ledger.save(state)
         return PrivateRoundResult({**base, EPSILON: ledger.spent(budget.accountant), EXHAUSTED: 1.0}, True)
 
     model.train()
