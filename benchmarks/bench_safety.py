@@ -54,12 +54,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.reduced:
         args.clients, args.rounds, args.eval_limit = min(args.clients, 6), min(args.rounds, 3), min(args.eval_limit, 40)
-    arms = [a for a in BENCH_ARMS if a.name in args.arms.split(",")]
-    plan = Plan(
-        clients=args.clients, rounds=args.rounds, poison_fraction=args.poison_fraction, model=args.model,
-        pairs_per_client=args.pairs_per_client, local_steps=args.local_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        data_dir=str(data_dir), eval_limit=args.eval_limit, overrides=parse_set(args.overrides),
-    )
+    wanted = [name for name in args.arms.split(",") if name]
+    unknown = sorted(set(wanted) - {a.name for a in BENCH_ARMS})
+    if unknown or not wanted:
+        print(f"bench_safety: unknown or no arms {unknown}; choose from {', '.join(a.name for a in BENCH_ARMS)}", file=sys.stderr)
+        return 2
+    arms = [a for a in BENCH_ARMS if a.name in wanted]
+    try:
+        plan = Plan(
+            clients=args.clients, rounds=args.rounds, poison_fraction=args.poison_fraction, model=args.model,
+            pairs_per_client=args.pairs_per_client, local_steps=args.local_steps, batch_size=args.batch_size, lr=args.lr,
+            seed=args.seed, data_dir=str(data_dir), eval_limit=args.eval_limit, overrides=parse_set(args.overrides),
+        )
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        print(f"bench_safety: {exc}", file=sys.stderr)
+        return 2
     results = run_arms(plan, arms, lambda line: print(line, flush=True))
     title = "Poisoned-federation safety benchmark" + (" (reduced configuration)" if args.reduced else "")
     command = "python benchmarks/bench_safety.py " + shlex.join(argv if argv is not None else sys.argv[1:])

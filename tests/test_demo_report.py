@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +61,38 @@ def test_report_files_and_goals(tmp_path):
     arms["feddetox"] = _arm([0.5, 0.5], 0.70, 0.3, "f")
     assert not any(g["met"] for g in goals(arms))
     assert report["summary"][0]["wire_mb"] == pytest.approx(0.002)
+
+
+def test_refusal_gap_is_zero_for_a_model_that_ignores_the_prompt(tmp_path):
+    always_refuses = _arm([0.5, 0.0], 0.5, 1.0, "refuses everything")  # harmful 0% looks perfect alone
+    discriminates = _arm([0.5, 0.1], 0.5, 0.2, "reads the prompt")
+    report = write_report(tmp_path, "t", Plan(rounds=1), {"arms": {"refuse": always_refuses, "good": discriminates}})
+    gaps = {r["arm"]: r["refusal_gap"] for r in report["summary"]}
+    assert gaps["refuse"] == pytest.approx(0.0) and gaps["good"] == pytest.approx(0.7)
+    row = next(line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| refuse |"))
+    assert "-> +0.0 |" in row.replace("-0.0", "+0.0")
+
+
+@pytest.mark.parametrize("bad, reason", [
+    (dict(clients=0), "clients"), (dict(rounds=0), "rounds"), (dict(poison_fraction=1.0), "poison fraction"),
+    (dict(pairs_per_client=0), "pairs per client"), (dict(local_steps=0), "local steps"), (dict(lr=-1.0), "learning rate"),
+    (dict(overrides={"fedsafe.sanitize.enabled": True}), "arms differ in"),
+])
+def test_bad_plans_are_refused_with_a_reason(bad, reason):
+    with pytest.raises(ValueError, match=reason):
+        Plan(**bad)
+
+
+def test_demo_cli_refuses_a_bad_plan_before_running(capsys):
+    from fedsafe_plugin.cli import main
+
+    assert main(["demo", "--lr", "-1"]) == 2
+    assert "learning rate must be" in capsys.readouterr().err
+
+
+def test_bench_safety_refuses_unknown_arms(capsys, tmp_path, shared_data):
+    spec = importlib.util.spec_from_file_location("bench_safety", Path(__file__).parent.parent / "benchmarks" / "bench_safety.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--data-dir", str(shared_data), "--arms", "feddetox_dp", "--out", str(tmp_path)]) == 2
+    assert "unknown or no arms ['feddetox_dp']" in capsys.readouterr().err and not any(tmp_path.iterdir())

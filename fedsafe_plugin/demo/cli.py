@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run both arms, print the table, write the report."""
-    from fedsafe_plugin.config import ConfigError, FedSafeConfig
+    from fedsafe_plugin.config import FedSafeConfig
     from fedsafe_plugin.demo.plan import DEMO_ARMS, Plan
     from fedsafe_plugin.demo.report import markdown, write_report
     from fedsafe_plugin.demo.runner import run_arms
@@ -65,18 +65,22 @@ def run(args: argparse.Namespace) -> int:
     try:
         overrides = parse_set(args.overrides)
         FedSafeConfig.from_run_config(overrides)
-    except (argparse.ArgumentTypeError, ConfigError) as exc:
+        plan = Plan(
+            clients=args.clients, rounds=args.rounds, poison_fraction=args.poison_fraction, model=args.model,
+            pairs_per_client=args.pairs_per_client, local_steps=args.local_steps, lr=args.lr, seed=args.seed,
+            data_dir=args.data_dir, eval_limit=args.eval_limit, overrides=overrides,
+        )
+    except (argparse.ArgumentTypeError, ValueError) as exc:  # ConfigError is a ValueError
         print(f"fedsafe demo: {exc}", file=sys.stderr)
         return 2
-    plan = Plan(
-        clients=args.clients, rounds=args.rounds, poison_fraction=args.poison_fraction, model=args.model,
-        pairs_per_client=args.pairs_per_client, local_steps=args.local_steps, lr=args.lr, seed=args.seed,
-        data_dir=args.data_dir, eval_limit=args.eval_limit, overrides=overrides,
-    )
     out = Path(args.out).resolve()
     print(f"fedsafe demo: {plan.clients} clients, {plan.rounds} rounds, {100 * plan.poison_fraction:.0f}% poisoned; "
           f"writing to {out}", flush=True)
-    results = run_arms(plan, DEMO_ARMS, lambda line: print(line, flush=True))
+    try:
+        results = run_arms(plan, DEMO_ARMS, lambda line: print(line, flush=True))
+    except RuntimeError as exc:  # a run that trained nothing: no report, which would look like a result
+        print(f"fedsafe demo: {exc}", file=sys.stderr)
+        return 1
     command = "fedsafe demo " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["demo"] else ""
     report = write_report(out, "fedsafe demo: poisoned federation, with vs without sanitization", plan, results, command)
     print()

@@ -45,6 +45,23 @@ class Plan:
     eval_limit: int = 0  # contrasts per evaluation set; 0 = the whole suite
     overrides: dict[str, Any] = field(default_factory=dict)  # `fedsafe.*` keys given with --set
 
+    def __post_init__(self) -> None:
+        checks = (
+            (self.clients >= 1, f"clients must be >= 1, got {self.clients}"),
+            (self.rounds >= 1, f"rounds must be >= 1, got {self.rounds}"),
+            (0 <= self.poison_fraction < 1, f"poison fraction must be in [0, 1), got {self.poison_fraction}"),
+            (self.pairs_per_client >= 1, f"pairs per client must be >= 1, got {self.pairs_per_client}"),
+            (self.local_steps >= 1, f"local steps must be >= 1, got {self.local_steps}"),
+            (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
+            (0 < self.lr < float("inf"), f"learning rate must be a finite number > 0, got {self.lr}"),
+            (self.eval_limit >= 0, f"eval limit must be >= 0, got {self.eval_limit}"),
+            # The arms are defined by it: an override would make the unsanitized arm sanitize.
+            ("fedsafe.sanitize.enabled" not in self.overrides, "fedsafe.sanitize.enabled is what the arms differ in; it cannot be set"),
+        )
+        for ok, reason in checks:
+            if not ok:
+                raise ValueError(reason)
+
     def train_settings(self, batch_size: int | None = None) -> TrainSettings:
         """One client's local training settings (a larger batch for the centralized arm)."""
         return TrainSettings(self.local_steps, batch_size or self.batch_size, self.lr, self.beta, self.max_length, self.seed)

@@ -45,6 +45,10 @@ def run_federated(plan: Plan, arm: Arm, echo: Printer = print) -> dict[str, Any]
     rounds = sink.get("rounds", [])
     if len(rounds) != plan.rounds + 1:
         raise RuntimeError(f"arm {arm.name}: the simulation evaluated {len(rounds)} of {plan.rounds + 1} rounds")
+    idle = [row["round"] for row in rounds[1:] if not row.get("replies_kept")]
+    if idle:  # the evaluation runs anyway: without this check a failed run reports unchanged rates
+        raise RuntimeError(f"arm {arm.name}: no client update was kept in round(s) {idle} "
+                           "(every client failed or was out of budget; the client errors are in the log above)")
     return {"label": arm.label, "switched_on": switched_on(config), "rounds": rounds,
             "wall_seconds": round(time.perf_counter() - started, 1),
             "poisoned_pairs": sum(p.poisoned for c in fed.clients for p in c),
