@@ -96,3 +96,12 @@ def test_bench_safety_refuses_unknown_arms(capsys, tmp_path, shared_data):
     spec.loader.exec_module(bench)
     assert bench.main(["--data-dir", str(shared_data), "--arms", "feddetox_dp", "--out", str(tmp_path)]) == 2
     assert "unknown or no arms ['feddetox_dp']" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_every_arm_is_scored_on_the_same_suite(shared_data):
+    from fedsafe_plugin.demo.federation import build_federation
+
+    plan = Plan(clients=3, pairs_per_client=8, eval_limit=10, data_dir=str(shared_data))
+    (poisoned, corpus), (benign, _) = build_federation(plan, True), build_federation(plan, False)
+    assert poisoned.suite == benign.suite and corpus is not None
+    assert sum(p.poisoned for c in poisoned.clients for p in c) > 0 == sum(p.poisoned for c in benign.clients for p in c)

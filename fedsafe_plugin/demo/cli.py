@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=2e-2, help="local learning rate (AdamW on the LoRA adapter)")
     p.add_argument("--model", default="tiny", help="'tiny', 'smollm2' or an HF id/path")
     p.add_argument("--data-dir", default=None, help="public safety data folder (holding normalized/) instead of synthetic data")
-    p.add_argument("--eval-limit", type=int, default=0, help="contrasts per evaluation set (0 = all)")
+    p.add_argument("--eval-limit", type=int, default=0, help="contrasts per evaluation set (0 = the whole synthetic suite, or 100 with --data-dir)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="fedsafe.KEY=VALUE",
                    help="any fedsafe setting, e.g. --set fedsafe.privacy.epsilon=4 (repeatable)")
     p.add_argument("--seed", type=int, default=0)

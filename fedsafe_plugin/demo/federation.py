@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fedsafe_plugin.demo.plan import Plan
 from fedsafe_plugin.eval.realdata import FederationData
 
@@ -16,7 +18,7 @@ def build_federation(plan: Plan, poisoned: bool) -> tuple[FederationData, list[s
         fed = load_federation(plan.clients, plan.pairs_per_client, fraction, plan.seed, plan.eval_limit or 100, plan.data_dir)
         ref = fed if poisoned else load_federation(plan.clients, plan.pairs_per_client, plan.poison_fraction,
                                                    plan.seed, plan.eval_limit or 100, plan.data_dir)
-        return fed, ref.corpus() if plan.model == "tiny" else None
+        return replace(fed, suite=ref.suite), ref.corpus() if plan.model == "tiny" else None
     from fedsafe_plugin.demo_data import make_client_pairs
     from fedsafe_plugin.eval.suites import demo_suite
 
