@@ -47,11 +47,10 @@ HEADLINES = [
 ]
 
 
-def quality(clf, data_dir: str) -> dict:
+def quality(clf, splits) -> dict:
     """Per-group flagged rates on the test split, plus the pooled headline rates."""
-    from fedsafe_plugin.sanitize.splits import build_splits, flagged_rates, norm_text
+    from fedsafe_plugin.sanitize.splits import flagged_rates, norm_text
 
-    splits = build_splits(data_dir)
     test = splits.test
     scores = clf.score([x.prompt for x in test], [x.response for x in test])
     groups = flagged_rates(test, scores, clf.threshold, clf.prompt_threshold)
@@ -180,15 +179,14 @@ def quickstart_cost(rounds: int = 3) -> dict:
     }
 
 
-def throughput(clf, data_dir: str, n: int, rounds: int) -> list[dict]:
+def throughput(clf, splits, n: int, rounds: int) -> list[dict]:
     """samples/s of the baseline and the optimisations, on the same held-out pairs."""
     import torch
 
     from fedsafe_plugin.sanitize.encoder import Encoder, EncoderSpec
-    from fedsafe_plugin.sanitize.splits import build_splits
 
     torch.set_num_threads(2)
-    pairs = [x for x in build_splits(data_dir).test if x.response is not None]
+    pairs = [x for x in splits.test if x.response is not None]
     rng = np.random.default_rng(0)
     pick = [pairs[i] for i in rng.choice(len(pairs), size=min(n, len(pairs)), replace=False)]
     prompts, responses = [x.prompt for x in pick], [x.response for x in pick]
@@ -212,14 +210,12 @@ def throughput(clf, data_dir: str, n: int, rounds: int) -> list[dict]:
     return [{"variant": name, "samples_per_s": round(v, 1), "speedup": round(v / base, 2)} for name, v in best.items()]
 
 
-def batch_dependence(clf, data_dir: str) -> dict:
+def batch_dependence(clf, splits) -> dict:
     """Decisions that flip when each validation pair is scored alone instead of in the usual batches.
 
     Dynamic int8 quantisation scales activations per batch, so a score depends on its batch-mates.
     """
-    from fedsafe_plugin.sanitize.splits import build_splits
-
-    pairs = [x for x in build_splits(data_dir).val if x.response is not None]
+    pairs = [x for x in splits.val if x.response is not None]
     prompts, responses = [x.prompt for x in pairs], [x.response for x in pairs]
     batched = clf.score(prompts, responses)
     alone = np.concatenate([clf.score(prompts[i : i + 1], responses[i : i + 1]) for i in range(len(pairs))])
@@ -283,14 +279,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from fedsafe_plugin.sanitize.classifier import SafetyClassifier
+    from fedsafe_plugin.sanitize.splits import build_splits
     from fedsafe_plugin.shared_data import find_shared_data
 
     data_dir = find_shared_data(args.data_dir)
     if data_dir is None:
         raise SystemExit("../shared/data not found; pass --data-dir")
     clf = SafetyClassifier.load(args.student or None)
+    splits = build_splits(str(data_dir))  # held-out test rows for quality and speed, validation rows for batch dependence
     if args.batch_dependence:
-        print(json.dumps(batch_dependence(clf, str(data_dir)), indent=1))
+        print(json.dumps(batch_dependence(clf, splits), indent=1))
         return 0
     enc = clf.config.encoder
     result = {
@@ -299,11 +297,11 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "student": {"backbone": enc.backbone, "layers": enc.num_layers or "all", "quantize": enc.quantize,
                     "max_length": enc.max_length, "threshold": clf.threshold, "prompt_threshold": clf.prompt_threshold},
-        "quality": quality(clf, str(data_dir)),
+        "quality": quality(clf, splits),
         "demo": demo_quality(clf),
         "quickstart": quickstart_cost(),
-        "throughput": throughput(clf, str(data_dir), args.n_speed, args.rounds),
-        "batch_dependence": batch_dependence(clf, str(data_dir)),
+        "throughput": throughput(clf, splits, args.n_speed, args.rounds),
+        "batch_dependence": batch_dependence(clf, splits),
     }
     result["load_average"] = [round(x, 1) for x in os.getloadavg()]
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -67,14 +67,12 @@ class Ledger:
         """
         if self.batch_size is None or self.local_steps is None:
             self.batch_size, self.local_steps = privacy.batch_size, privacy.local_steps
-        pinned = replace(privacy, batch_size=self.batch_size, local_steps=self.local_steps,
-                         noise_multiplier=privacy.noise_multiplier if self.noise_multiplier is None else self.noise_multiplier)
-        if privacy.noise_multiplier is None:  # 'auto' asks for no particular value: nothing to warn about
-            privacy = replace(privacy, noise_multiplier=pinned.noise_multiplier)
-        if pinned != privacy:
+        noise = privacy.noise_multiplier if self.noise_multiplier is None else self.noise_multiplier
+        # 'auto' (None) asks for no particular noise, so only an explicit other value is a change.
+        if (privacy.batch_size, privacy.local_steps) != (self.batch_size, self.local_steps) or privacy.noise_multiplier not in (None, noise):
             log.warning("fedsafe: DP batch size, local steps or noise changed after training began; keeping "
-                        "batch size %d, %d local steps, noise %s", self.batch_size, self.local_steps, pinned.noise_multiplier)
-        return pinned
+                        "batch size %d, %d local steps, noise %s", self.batch_size, self.local_steps, noise)
+        return replace(privacy, batch_size=self.batch_size, local_steps=self.local_steps, noise_multiplier=noise)
 
     def spent(self, accountant: str) -> float:
         """Epsilon spent so far (0 before any step) at the pinned delta."""
@@ -116,11 +114,6 @@ class Ledger:
             if getattr(self, name) is not None:
                 values[name.replace("_", "-")] = int(getattr(self, name))
         return values
-
-    @property
-    def total_steps(self) -> int:
-        """DP-SGD steps recorded so far."""
-        return sum(n for _, _, n in self.history)
 
     @classmethod
     def from_record(cls, record: Any) -> Ledger:

@@ -92,6 +92,13 @@ class Budget:
 
 def epsilon_of(history: list[tuple[float, float, int]], delta: float, accountant: str = "prv") -> float:
     """Epsilon spent by an Opacus accountant history [(sigma, q, steps), ...] at `delta`."""
+    return _epsilon(tuple((float(s), float(q), int(n)) for s, q, n in history), float(delta), accountant)
+
+
+@functools.lru_cache(maxsize=256)
+def _epsilon(history: tuple[tuple[float, float, int], ...], delta: float, accountant: str) -> float:
+    """Cached: a private round asks for the same history more than once (preview, then wrapping),
+    and one PRV epsilon costs about 0.3 s."""
     from opacus.accountants import create_accountant
 
     if not history:
@@ -99,7 +106,7 @@ def epsilon_of(history: list[tuple[float, float, int]], delta: float, accountant
     if any(sigma <= 0 for sigma, _, _ in history):
         return math.inf
     acc = create_accountant(mechanism=accountant)
-    acc.history = [(float(s), float(q), int(n)) for s, q, n in history]
+    acc.history = list(history)
     return float(acc.get_epsilon(delta=delta))
 
 

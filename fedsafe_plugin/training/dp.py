@@ -101,8 +101,8 @@ def make_private(
     sigma = noise_multiplier_for(budget, plan)
     history = list(history)
     if history:  # sigma fits the plan alone; the history resumed here has spent part of the budget
-        after = epsilon_of(Ledger(history=history).projected(sigma, sample_rate, plan.local_steps), budget.delta, budget.accountant)
-        if not after <= budget.epsilon:
+        exceed, after = Ledger(history=history).preview(budget, sigma, sample_rate, plan.local_steps)
+        if exceed:
             raise BudgetError(f"{plan.local_steps} more steps at noise {sigma:g} after this history reach epsilon "
                               f"{after:.4g} > budget {budget.epsilon:g}")
     engine = PrivacyEngine(accountant=budget.accountant)
