@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 
 from flwr.app import Context, RecordDict
 
 from fedsafe_plugin import TrainSettings
-from fedsafe_plugin.privacy.accounting import EPSILON, EXHAUSTED, Ledger
+from fedsafe_plugin.privacy.accounting import EPSILON, EXHAUSTED, Ledger, device_ledger
 
 from test_dp_enforced import PRIVATE, _mod_round, tiny  # noqa: F401  (tiny is a fixture)
 
@@ -69,3 +70,22 @@ def test_a_refused_first_round_pins_nothing(tiny, tmp_path, caplog):
         assert metrics[EXHAUSTED] == 0 and metrics[EPSILON] <= PRIVATE["fedsafe.privacy.epsilon"]
     assert "changed after training began" not in caplog.text
     assert Ledger.from_record(json.loads(path.read_text())).noise_multiplier != 0.3
+
+
+def test_two_runs_on_one_device_take_turns_with_the_ledger(tmp_path):
+    """The second run waits for the first's lock, then starts from the ledger the first wrote."""
+    path, first, second = str(tmp_path / "ledger.json"), RecordDict(), RecordDict()
+    seen = []
+
+    def other_run():
+        with device_ledger(path, second):
+            seen.append(Ledger.load(second).history)
+
+    with device_ledger(path, first):
+        waiting = threading.Thread(target=other_run)
+        waiting.start()
+        waiting.join(timeout=0.5)
+        assert waiting.is_alive() and not seen  # blocked on the lock
+        Ledger(history=[(1.0, 0.5, 3)], epsilon=1.0, delta=1e-5).save(first)  # this run's private round
+    waiting.join(timeout=10)
+    assert seen == [[(1.0, 0.5, 3)]]
